@@ -1,0 +1,188 @@
+//! One peer node: a topology entry brought to life on a bound listener.
+//!
+//! [`run`] sets up the node's task (or attack), its model store, its gRPC server and its
+//! exchange, runs its rounds, keeps serving until the neighbours that depend on it are done,
+//! and stops. It takes an already-bound listener and a shutdown signal, so tests bind port 0
+//! and the daemon binds its configured address.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::attacks::Attacker;
+use crate::driver::{self, DriverError, MetricsSink, NodeInfo, Status, Timing};
+use crate::engine::{Engine, RuleSettings};
+use crate::exchange::grpc::{BadEndpoint, GrpcExchange};
+use crate::server::{self, PeerService, ServeError};
+use crate::store::ModelStore;
+use crate::tasks::{self, TaskError};
+use crate::topology::Topology;
+
+/// What can stop a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node's task could not be set up or failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A neighbour's address is unusable.
+    #[error(transparent)]
+    Endpoint(#[from] BadEndpoint),
+    /// The rounds failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The metrics file could not be created.
+    #[error("cannot create metrics file `{path}`: {source}")]
+    Metrics {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// How a node's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every round ran.
+    Finished,
+    /// The shutdown signal came first.
+    Stopped,
+}
+
+/// What a node is, derived from its topology entry.
+pub fn info(topology: &Topology, index: usize) -> NodeInfo {
+    let node = &topology.nodes[index];
+    let neighbours = topology.adjacency()[index]
+        .iter()
+        .map(|&l| {
+            (
+                topology.nodes[l].id.clone(),
+                topology.nodes[l].address.clone(),
+            )
+        })
+        .collect();
+    let role = match topology.attack_of(index) {
+        Some(attack) => format!("byzantine:{}", attack.name()),
+        None => "honest".to_string(),
+    };
+    NodeInfo {
+        id: node.id.clone(),
+        role,
+        task: topology.task.kind.to_string(),
+        rule: topology.rule.to_string(),
+        rounds: topology.rounds,
+        address: node.address.clone(),
+        neighbours,
+    }
+}
+
+/// The round timing a topology sets.
+pub fn timing(topology: &Topology) -> Timing {
+    Timing {
+        round_deadline: Duration::from_millis(topology.round_deadline_ms),
+        startup_grace: Duration::from_millis(topology.startup_grace_ms),
+        linger: Duration::from_millis(topology.linger_ms),
+    }
+}
+
+/// Runs node `index` of `topology`, serving on `listener`, until its rounds are done and its
+/// neighbours no longer need it, or until `shutdown` completes.
+pub async fn run(
+    topology: &Topology,
+    index: usize,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<Exit, NodeError> {
+    let info = info(topology, index);
+    let timing = timing(topology);
+
+    // An honest node sets up its task; a Byzantine node only needs the models' layout.
+    let ctx = topology.task_context(index);
+    let attack = topology.attack_of(index);
+    let task = match attack {
+        Some(_) => None,
+        None => Some(tasks::build(&ctx)?),
+    };
+    let layout = match &task {
+        Some(task) => task.layout().clone(),
+        None => tasks::layout(&ctx)?,
+    };
+    let attacker = attack.map(|spec| Attacker::new(spec, topology.seed, index, layout.len()));
+    let neighbour_ids = info.neighbours.iter().map(|(id, _)| id.clone());
+    let store = ModelStore::new(topology.history, topology.rounds, neighbour_ids, attacker);
+
+    // Serve from the start, so neighbours can fetch as soon as round 0 is published.
+    let status = Status::new(&info);
+    let service = PeerService::new(
+        info.id.clone(),
+        layout.clone(),
+        store.clone(),
+        status.subscribe(),
+    );
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        service,
+        topology.max_message_bytes,
+        async {
+            server_stopped.await.ok();
+        },
+    ));
+
+    // Run the rounds (or, for a Byzantine node, follow the neighbours) until done or stopped.
+    let metrics_path = topology
+        .out_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("{}.jsonl", info.id)));
+    let mut sink =
+        MetricsSink::create(metrics_path.as_deref()).map_err(|source| NodeError::Metrics {
+            path: metrics_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source,
+        })?;
+    let work = async {
+        let Some(task) = task else {
+            let idle = timing.startup_grace + timing.linger + timing.round_deadline * 2;
+            driver::run_byzantine(&store, &status, idle).await;
+            return Ok::<(), NodeError>(());
+        };
+        let exchange = GrpcExchange::new(
+            info.id.clone(),
+            store.clone(),
+            layout.clone(),
+            &info.neighbours,
+            topology.max_message_bytes,
+        )?;
+        let settings = RuleSettings {
+            rule: topology.rule,
+            forgetting_factor: topology.forgetting_factor,
+            initial_score: topology.initial_score,
+        };
+        let mut engine = Engine::new(task, settings, info.neighbours.len());
+        driver::run_honest(&mut engine, &exchange, &info, timing, &status, &mut sink).await?;
+        tracing::info!(
+            rounds = info.rounds,
+            "all rounds done; serving until neighbours finish"
+        );
+        driver::linger(&store, &status, timing.linger).await;
+        Ok(())
+    };
+    let exit = tokio::select! {
+        done = work => { done?; Exit::Finished }
+        _ = shutdown => Exit::Stopped,
+    };
+
+    // Stop serving: waiting requests fail, the server drains and ends.
+    status.update(true, |s| s.phase = "done".into());
+    store.stop();
+    stop_server.send(()).ok();
+    match server.await {
+        Ok(result) => result?,
+        Err(e) => tracing::error!(error = %e, "server task ended abnormally"),
+    }
+    Ok(exit)
+}
