@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, RoundOutcome};
 use crate::exchange::{Exchange, Fetch};
 use crate::pb;
 use crate::store::ModelStore;
@@ -196,6 +196,43 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The record of a round an engine has just combined, with no timeouts, rejections or
+/// timings filled in.
+pub fn round_record(
+    id: &str,
+    neighbours: &[(String, String)],
+    round: u64,
+    outcome: &RoundOutcome,
+    engine: &Engine,
+) -> RoundRecord {
+    let mut record = RoundRecord {
+        node: id.to_string(),
+        round,
+        loss: outcome.loss,
+        accuracy: outcome.accuracy,
+        score: engine.scores()[0],
+        test: outcome.test,
+        weights: BTreeMap::new(),
+        filtered: Vec::new(),
+        timeouts: Vec::new(),
+        rejected: Vec::new(),
+        adapt_ms: 0.0,
+        gather_ms: 0.0,
+        combine_ms: 0.0,
+    };
+    let (weights, filtered) = (engine.weights(), engine.filtered());
+    for (l, &w) in weights.iter().enumerate() {
+        let id = if l == 0 { id } else { &neighbours[l - 1].0 };
+        if w > 0.0 {
+            record.weights.insert(id.to_string(), w);
+        }
+        if filtered[l] {
+            record.filtered.push(id.to_string());
+        }
+    }
+    record
+}
+
 /// Runs all rounds of an honest node.
 pub async fn run_honest<E: Exchange>(
     engine: &mut Engine,
@@ -271,34 +308,12 @@ pub async fn run_honest<E: Exchange>(
 
         // Report.
         let (scores, weights, filtered) = (engine.scores(), engine.weights(), engine.filtered());
-        let mut record = RoundRecord {
-            node: info.id.clone(),
-            round,
-            loss: outcome.loss,
-            accuracy: outcome.accuracy,
-            score: scores[0],
-            test: outcome.test,
-            weights: BTreeMap::new(),
-            filtered: Vec::new(),
-            timeouts,
-            rejected,
-            adapt_ms: millis(adapt_time),
-            gather_ms: millis(gather_time),
-            combine_ms: millis(combine_time),
-        };
-        for (l, &w) in weights.iter().enumerate() {
-            let id = if l == 0 {
-                &info.id
-            } else {
-                &info.neighbours[l - 1].0
-            };
-            if w > 0.0 {
-                record.weights.insert(id.clone(), w);
-            }
-            if filtered[l] {
-                record.filtered.push(id.clone());
-            }
-        }
+        let mut record = round_record(&info.id, &info.neighbours, round, &outcome, engine);
+        record.timeouts = timeouts;
+        record.rejected = rejected;
+        record.adapt_ms = millis(adapt_time);
+        record.gather_ms = millis(gather_time);
+        record.combine_ms = millis(combine_time);
         status.update(true, |s| {
             s.round = round as i64;
             s.loss = outcome.loss;
