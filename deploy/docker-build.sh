@@ -8,7 +8,8 @@
 #      CARGO_BUILD_TARGET and .cargo/config target-dir)
 #   3. stage byzmtl-node and byzmtl in a temporary build context
 #   4. docker build --pull=false --network=none with deploy/Dockerfile.prebuilt
-#   5. smoke-test the image: non-root user, both binaries' libraries resolve
+#   5. smoke-test the image (non-root user, both binaries' libraries resolve),
+#      and only then tag it: a failed run leaves the previous image in place
 #
 # Usage: deploy/docker-build.sh [--no-cargo] [--strip]
 #   --no-cargo  skip step 2 and package the binaries already in the target dir
@@ -17,7 +18,7 @@
 # Environment:
 #   BYZMTL_IMAGE       tag to build            (default: byzmtl:latest)
 #   BYZMTL_BASE_IMAGE  base image tag          (default: byzmtl-base:bookworm-slim)
-#   CARGO_FLAGS        extra cargo build flags (default: --locked)
+#   CARGO_FLAGS        cargo build flags, replacing the default --locked
 #   DOCKER_BUILDKIT    left alone if set; otherwise 0 when the buildx plugin is missing
 #
 # Idempotent: a second run with unchanged sources is a cargo no-op and a fully
@@ -87,7 +88,9 @@ done
 
 # 3. Stage a minimal build context.
 CONTEXT="$(mktemp -d "${TMPDIR:-/tmp}/byzmtl-image.XXXXXX")"
-trap 'rm -rf "$CONTEXT" "$CONTEXT.log"' EXIT
+# Build under a temporary tag; $IMAGE moves only once the smoke test passes.
+CANDIDATE="byzmtl-build-candidate:$$"
+trap 'rm -rf "$CONTEXT" "$CONTEXT.log"; docker rmi "$CANDIDATE" >/dev/null 2>&1 || true' EXIT
 for b in "${BINS[@]}"; do
     install -m 0755 "$BIN_DIR/$b" "$CONTEXT/$b"
     if [ "$STRIP" = 1 ]; then strip --strip-debug "$CONTEXT/$b"; fi
@@ -103,25 +106,26 @@ fi
 # 4. Build. --pull=false: FROM must resolve locally; --network=none: no RUN step
 # can reach anything (the Dockerfile needs no network on a base with ca-certificates).
 log "docker build $IMAGE from $BYZMTL_BASE_IMAGE (version ${VERSION:-unknown}, revision $REVISION)"
-docker build --pull=false --network=none \
+docker build --pull=false --network=none --force-rm \
     --build-arg BASE_IMAGE="$BYZMTL_BASE_IMAGE" \
     --build-arg VERSION="${VERSION:-unknown}" \
     --build-arg REVISION="$REVISION" \
-    -t "$IMAGE" "$CONTEXT" >"$CONTEXT.log" 2>&1 \
+    -t "$CANDIDATE" "$CONTEXT" >"$CONTEXT.log" 2>&1 \
     || { cat "$CONTEXT.log" >&2; rm -f "$CONTEXT.log"; die "docker build failed (output above)"; }
 rm -f "$CONTEXT.log"
 t3=$(date +%s)
 
 # 5. Smoke test: runs as non-root, and every shared library of both binaries
 # resolves inside the image (catches a host glibc newer than bookworm's).
-CHECK="$(docker run --rm --network none --entrypoint /bin/sh "$IMAGE" -c \
+CHECK="$(docker run --rm --network none --entrypoint /bin/sh "$CANDIDATE" -c \
     'id -u; for b in /usr/local/bin/byzmtl-node /usr/local/bin/byzmtl; do ldd "$b" 2>&1 || true; done')" \
-    || die "could not run the image $IMAGE: $CHECK"
-[ "$(printf '%s\n' "$CHECK" | head -n 1)" != 0 ] || die "$IMAGE runs as root"
+    || die "could not run the new image: $CHECK"
+[ "$(printf '%s\n' "$CHECK" | head -n 1)" != 0 ] || die "the new image runs as root"
 if printf '%s\n' "$CHECK" | grep -q 'not found'; then
     printf '%s\n' "$CHECK" >&2
-    die "a binary needs libraries (or a glibc version) that $BYZMTL_BASE_IMAGE lacks (ldd output above)"
+    die "a binary needs libraries (or a glibc version) that $BYZMTL_BASE_IMAGE lacks (ldd output above); $IMAGE left unchanged"
 fi
+docker tag "$CANDIDATE" "$IMAGE"
 
 SIZE="$(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{ printf "%.1f MB", $1 / 1e6 }')"
 log "built $IMAGE ($SIZE) in $((t3 - t0))s: base $((t1 - t0))s, cargo $((t2 - t1))s, docker build $((t3 - t2))s"
