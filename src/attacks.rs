@@ -85,6 +85,11 @@ impl Attacker {
         &self.spec
     }
 
+    /// Whether the attack answers each requester with a different model.
+    pub fn per_requester(&self) -> bool {
+        false
+    }
+
     /// The model served to `requester` for `round`.
     pub fn craft(&self, round: u64, _requester: &str) -> Vec<f32> {
         let (low, high) = match self.spec {

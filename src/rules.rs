@@ -41,6 +41,14 @@ impl Rule {
         Rule::None,
     ];
 
+    /// The four rules the paper compares, in its order.
+    pub const PAPER: [Rule; 4] = [
+        Rule::LossFiltered,
+        Rule::Distance,
+        Rule::Average,
+        Rule::None,
+    ];
+
     /// The rule's name as written in a topology.
     pub fn name(self) -> &'static str {
         match self {
