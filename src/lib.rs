@@ -18,24 +18,32 @@
 //! - [`engine`]: one node's adapt-score-weigh-combine round, free of any transport;
 //! - [`exchange`]: publishing and gathering models, over gRPC or in memory;
 //! - [`store`]: a node's published models, with a short history;
-//! - [`driver`]: runs a node's rounds against an exchange and keeps its state and metrics;
 //! - [`server`]: the `byzmtl.v1.Peer` gRPC service, health and reflection;
 //! - [`status`]: reading live nodes for operators;
 //! - [`node`]: one daemon node assembled from a topology entry;
+//! - [`launcher`]: a whole topology as local processes on loopback;
+//! - [`simulate`]: a whole topology in one process, in lockstep;
+//! - [`generate`]: the paper's target-localization network and smaller variants;
+//! - [`report`] and [`compare`]: summaries, tables and figures of runs, one run per rule;
 //! - [`logging`]: log output and signals for the binaries;
 //! - [`seed`]: deterministic random streams derived from the topology's seed;
 //! - [`pb`]: the generated protobuf types.
 
 pub mod attacks;
+pub mod compare;
 pub mod driver;
 pub mod engine;
 pub mod exchange;
+pub mod generate;
+pub mod launcher;
 pub mod logging;
 pub mod node;
 pub mod params;
+pub mod report;
 pub mod rules;
 pub mod seed;
 pub mod server;
+pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod tasks;
