@@ -3,7 +3,8 @@
 //! Every node gets a free port on 127.0.0.1; the topology with those addresses is written to
 //! the run folder, and every node is started from it with its log in `logs/<id>.log` and its
 //! metrics in `<id>.jsonl`. The launcher shows progress (rounds done by the slowest honest
-//! node), reports a node that dies with its exit status and the tail of its log, and never
+//! node), reports a node that dies with its exit status and the tail of its log (and then
+//! stops the rest, since the run can no longer complete), and never
 //! leaves a node behind: children are stopped when the launcher is interrupted, dropped, or
 //! killed outright (each child asks the kernel for SIGTERM when its parent dies).
 
@@ -168,6 +169,14 @@ pub async fn launch(
         if running.iter().all(|r| r.status.is_some()) {
             break;
         }
+
+        // A failed node makes the run incomplete: stop the others rather than let them
+        // wait out a round deadline every round.
+        if !failures.is_empty() {
+            progress.println("stopping the other nodes");
+            stop_all(&mut running).await;
+            break;
+        }
         tokio::select! {
             _ = tick.tick() => progress.update(&local).await,
             _ = &mut shutdown => {
@@ -199,6 +208,10 @@ fn spawn_node(bin: &Path, topology: &Path, id: &str, log: &Path) -> std::io::Res
         .stdout(out)
         .stderr(err)
         .kill_on_drop(true);
+    // Error chains, not backtraces, in node logs, unless asked for.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        command.env("RUST_LIB_BACKTRACE", "0");
+    }
     #[cfg(target_os = "linux")]
     {
         let parent = std::process::id() as libc::pid_t;
