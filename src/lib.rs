@@ -22,6 +22,7 @@
 //! - [`status`]: reading live nodes for operators;
 //! - [`node`]: one daemon node assembled from a topology entry;
 //! - [`launcher`]: a whole topology as local processes on loopback;
+//! - [`compose`]: a topology as a docker-compose file, a swarm stack or Kubernetes manifests;
 //! - [`simulate`]: a whole topology in one process, in lockstep;
 //! - [`generate`]: the paper's target-localization network and smaller variants;
 //! - [`report`] and [`compare`]: summaries, tables and figures of runs, one run per rule;
@@ -31,6 +32,7 @@
 
 pub mod attacks;
 pub mod compare;
+pub mod compose;
 pub mod driver;
 pub mod engine;
 pub mod exchange;

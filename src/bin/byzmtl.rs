@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use byzmtl::compare::{self, Runner};
+use byzmtl::compose;
 use byzmtl::generate::PaperSetup;
 use byzmtl::launcher;
 use byzmtl::logging::{self, LogFormat};
@@ -109,6 +110,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Writes a docker-compose file (or a swarm stack, or Kubernetes manifests) for a topology.
+    Compose(compose::ComposeArgs),
     /// Shows live nodes' state as a table, read through GetState.
     Status {
         /// Node addresses (`host:port`), or one topology file whose nodes to read.
@@ -220,6 +223,12 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&output, text)
                 .with_context(|| format!("cannot write `{}`", output.display()))?;
             println!("wrote {}", output.display());
+        }
+        Command::Compose(args) => {
+            let done = if args.check { "up to date" } else { "wrote" };
+            for path in compose::run(&args)? {
+                println!("{done}: {}", path.display());
+            }
         }
         Command::Status {
             targets,
