@@ -11,9 +11,11 @@
 #   5. smoke-test the image (non-root user, both binaries' libraries resolve),
 #      and only then tag it: a failed run leaves the previous image in place
 #
-# Usage: deploy/docker-build.sh [--no-cargo] [--strip]
-#   --no-cargo  skip step 2 and package the binaries already in the target dir
-#   --strip     strip debug info from the staged copies (the target dir is untouched)
+# Usage: deploy/docker-build.sh [--no-cargo] [--bin-dir DIR] [--strip]
+#   --no-cargo     skip step 2 and package the binaries already in the target dir
+#   --bin-dir DIR  skip step 2 and package the binaries in DIR (for instance the debug
+#                  binaries of `cargo test`); cargo is then not needed at all
+#   --strip        strip debug info from the staged copies (the originals are untouched)
 #
 # Environment:
 #   BYZMTL_IMAGE       tag to build            (default: byzmtl:latest)
@@ -36,10 +38,14 @@ CARGO_FLAGS="${CARGO_FLAGS---locked}"
 BINS=(byzmtl-node byzmtl)
 RUN_CARGO=1
 STRIP=0
+BIN_DIR=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-cargo) RUN_CARGO=0 ;;
+        --bin-dir)
+            [ $# -ge 2 ] || die "--bin-dir needs a folder"
+            BIN_DIR="$2"; RUN_CARGO=0; shift ;;
         --strip) STRIP=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
@@ -48,8 +54,10 @@ while [ $# -gt 0 ]; do
 done
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found"
-command -v cargo >/dev/null 2>&1 || die "cargo not found (install a Rust toolchain, or put cargo on PATH)"
-[ -f "$REPO_ROOT/Cargo.toml" ] || die "no Cargo.toml in $REPO_ROOT"
+if [ -z "$BIN_DIR" ]; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (install a Rust toolchain, or put cargo on PATH)"
+    [ -f "$REPO_ROOT/Cargo.toml" ] || die "no Cargo.toml in $REPO_ROOT"
+fi
 [ -f "$SCRIPT_DIR/Dockerfile.prebuilt" ] || die "missing $SCRIPT_DIR/Dockerfile.prebuilt"
 if [ "$STRIP" = 1 ]; then command -v strip >/dev/null 2>&1 || die "--strip needs strip (binutils)"; fi
 
@@ -75,14 +83,17 @@ if [ "$RUN_CARGO" = 1 ]; then
 fi
 t2=$(date +%s)
 
-# The target directory as cargo resolves it (CARGO_TARGET_DIR, config, default).
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-[ -n "$TARGET_DIR" ] || die "could not find the cargo target directory (cargo metadata failed)"
-BIN_DIR="$TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release"
+# The target directory as cargo resolves it (CARGO_TARGET_DIR, config, default),
+# unless --bin-dir named the folder.
+if [ -z "$BIN_DIR" ]; then
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    [ -n "$TARGET_DIR" ] || die "could not find the cargo target directory (cargo metadata failed)"
+    BIN_DIR="$TARGET_DIR/${CARGO_BUILD_TARGET:+$CARGO_BUILD_TARGET/}release"
+fi
 for b in "${BINS[@]}"; do
     if [ ! -f "$BIN_DIR/$b" ] || [ ! -x "$BIN_DIR/$b" ]; then
-        die "$BIN_DIR/$b not found (run without --no-cargo, or check CARGO_TARGET_DIR)"
+        die "$BIN_DIR/$b not found (build it, pass --bin-dir, or check CARGO_TARGET_DIR)"
     fi
 done
 
