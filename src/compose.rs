@@ -525,10 +525,8 @@ fn compose(
             ]),
         ));
 
-        // A node that has run its rounds exits 0 and must not start over.
-        if !swarm {
-            service.push(("restart".into(), Yaml::str("no")));
-        }
+        // A node that has run its rounds exits 0 and must not start over. Docker's own
+        // default is not to restart; Compose v2 and Swarm read the restart policy.
         let mut deploy = Vec::new();
         if swarm {
             deploy.push(("endpoint_mode".to_string(), Yaml::str("dnsrr")));
@@ -1152,7 +1150,6 @@ mod tests {
       timeout: "3s"
       retries: 3
       start_period: "10s"
-    restart: "no"
     deploy:
       restart_policy:
         condition: none
