@@ -93,7 +93,8 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
         .unwrap_or(0);
 
     let rounds = topology.rounds as usize;
-    let mut published = vec![vec![0.0f32; len]; nodes.len()];
+    // One flat table of every node's published model, `len` values per node.
+    let mut published = vec![0.0f32; nodes.len() * len.max(1)];
     let mut losses: Vec<Vec<f64>> = nodes
         .iter()
         .map(|n| match n {
@@ -125,7 +126,7 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
         // Adapt (or craft) and publish into the shared table.
         nodes
             .par_iter_mut()
-            .zip(published.par_iter_mut())
+            .zip(published.par_chunks_mut(len.max(1)))
             .with_min_len(64)
             .try_for_each(|(node, slot)| -> Result<(), TaskError> {
                 match node {
@@ -165,7 +166,8 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
                     .enumerate()
                     .map(|(j, &l)| {
                         let crafted = crafted.get(j).and_then(Option::as_deref);
-                        Some(crafted.unwrap_or(table[l].as_slice()))
+                        let start = l * len;
+                        Some(crafted.unwrap_or(&table[start..start + len]))
                     })
                     .collect();
                 let outcome = engine.combine(round, &views)?;

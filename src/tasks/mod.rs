@@ -5,6 +5,10 @@
 //! through [`Task`] and flat parameter vectors, so tasks with candle models and mini-batches fit
 //! beside the two-parameter target-localization task without changing the engine or the rules.
 
+pub mod classify;
+pub mod cnn;
+pub mod digits;
+pub mod har;
 pub mod target;
 
 pub use target::TargetLocalization;
@@ -198,7 +202,8 @@ pub struct TaskContext {
 pub fn layout(ctx: &TaskContext) -> Result<Arc<Layout>, TaskError> {
     match ctx.settings.kind {
         TaskKind::TargetLocalization => Ok(TargetLocalization::layout_of()),
-        _ => build(ctx).map(|task| task.layout().clone()),
+        TaskKind::Har => har::HarTask::layout_of(ctx),
+        TaskKind::Digits => Ok(digits::DigitsTask::layout_of()),
     }
 }
 
@@ -206,9 +211,7 @@ pub fn layout(ctx: &TaskContext) -> Result<Arc<Layout>, TaskError> {
 pub fn build(ctx: &TaskContext) -> Result<Box<dyn Task>, TaskError> {
     match ctx.settings.kind {
         TaskKind::TargetLocalization => Ok(Box::new(TargetLocalization::new(ctx)?)),
-        kind => Err(TaskError::Shard {
-            node: ctx.node_id.clone(),
-            reason: format!("task `{kind}` is not built into this binary"),
-        }),
+        TaskKind::Har => Ok(Box::new(har::HarTask::new(ctx)?)),
+        TaskKind::Digits => Ok(Box::new(digits::DigitsTask::new(ctx)?)),
     }
 }
