@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             let elapsed = started.elapsed();
             let summary = report::summarize(topology.rule.name(), &data);
-            print!("{}", report::table(&[summary.clone()]));
+            print!("{}", report::table(std::slice::from_ref(&summary)));
             let series = report::loss_series(topology.rule.name(), &data);
             let mut figures = report::draw_losses(&out.join("loss"), &topology, &[series])?;
             figures.extend(report::draw_network(&out.join("network"), &topology)?);
