@@ -8,11 +8,12 @@
 //!    (`deploy/docker-build.sh --bin-dir`), on the local Debian base image;
 //! 2. **converge**: the default network (deploy/topologies/compose.toml) comes up with
 //!    `byzmtl compose`; every node turns healthy, grpcurl reads an honest node's state from
-//!    the host and finds its Byzantine neighbours at weight 0, the run finishes, every honest
-//!    node has converged, and `down -v` leaves no container, network or volume behind;
+//!    the host until it has filtered out its Byzantine neighbours (weight 0), the run
+//!    finishes, every honest node has converged, and `down -v` leaves no container, network
+//!    or volume behind;
 //! 3. **kill**: an honest container is killed mid-run; the others keep their round pace and
 //!    finish;
-//! 4. **swarm**: the default network, cut to 200 rounds, as a stack (`byzmtl compose --swarm`)
+//! 4. **swarm**: the default network, cut to 150 rounds, as a stack (`byzmtl compose --swarm`)
 //!    on a single-node swarm made for the test, which it leaves afterwards; every node runs
 //!    and exits 0, and every honest node converges.
 //!
@@ -119,25 +120,27 @@ fn docker_deployments() {
 
 /// The default network converges, and is fully removed afterwards.
 fn converge(compose: &[String]) {
-    let rounds = 200;
+    let rounds = 150;
     let net = TestNetwork::new("converge", compose, rounds);
     net.up();
     net.wait_healthy();
 
     // From the host, through the published port: the honest node with the most Byzantine
-    // neighbours has given each of them weight 0.
+    // neighbours comes to filter every one of them out, with weight 0. Early on a Byzantine
+    // model can look better than a node's own, which starts far from its target.
     let (watched, byzantine) = net.most_exposed_honest_node();
-    let state = net.wait_for_round(&watched, 30);
-    let neighbours = state["neighbours"].as_array().cloned().unwrap_or_default();
-    for id in &byzantine {
-        let seen = neighbours.iter().find(|n| n["nodeId"] == id.as_str());
-        let weight = seen.map(|n| n["weight"].as_f64().unwrap_or(0.0));
-        assert_eq!(
-            weight,
-            Some(0.0),
-            "{watched} gives Byzantine {id} a weight: {state:#}"
-        );
-    }
+    let shut_out = |state: &Value| {
+        let neighbours = state["neighbours"].as_array().cloned().unwrap_or_default();
+        byzantine.iter().all(|id| {
+            neighbours.iter().any(|n| {
+                n["nodeId"] == id.as_str()
+                    && n["filtered"] == true
+                    && n["weight"].as_f64().unwrap_or(0.0) == 0.0
+            })
+        })
+    };
+    let what = format!("{watched} to filter out {byzantine:?}");
+    let state = net.wait_for_state(&watched, &what, shut_out);
     println!(
         "{watched} at round {} gives its Byzantine neighbours {byzantine:?} weight 0",
         state["round"]
@@ -245,7 +248,7 @@ fn swarm() {
     let dir = Scratch::new("swarm");
     let topology = dir.path.join("net.toml");
     let mut loaded = load(&Path::new(ROOT).join(DEFAULT_TOPOLOGY));
-    loaded.rounds = 200;
+    loaded.rounds = 150;
     let text = loaded.to_toml().unwrap_or_default();
     std::fs::write(&topology, text).unwrap_or_else(|e| panic!("cannot write {topology:?}: {e}"));
     let results = dir.results();
@@ -474,22 +477,27 @@ impl TestNetwork {
     /// Reads node `id`'s state with grpcurl through its published port until it has finished
     /// round `round`, and returns it.
     fn wait_for_round(&self, id: &str, round: i64) -> Value {
+        let what = format!("{id} to finish round {round}");
+        self.wait_for_state(id, &what, |state| {
+            let done = state["round"].as_str().and_then(|r| r.parse::<i64>().ok());
+            done.is_some_and(|r| r >= round)
+        })
+    }
+
+    /// Reads node `id`'s state with grpcurl through its published port until `condition`
+    /// holds, and returns it.
+    fn wait_for_state(&self, id: &str, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
         let port = self.base_port + self.index(id) as u16;
         let address = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let state = get_state(&address);
-            let reached = state
-                .as_ref()
-                .and_then(|s| s["round"].as_str())
-                .and_then(|r| r.parse::<i64>().ok())
-                .is_some_and(|r| r >= round);
-            if let (true, Some(state)) = (reached, &state) {
+            if let Some(state) = state.as_ref().filter(|s| condition(s)) {
                 return state.clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "{id} did not reach round {round}: {state:?}"
+                "gave up waiting for {what}; last state: {state:#?}"
             );
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -869,7 +877,9 @@ fn get_state(address: &str) -> Option<Value> {
     let neighbours: Vec<Value> = state
         .neighbours
         .iter()
-        .map(|n| serde_json::json!({ "nodeId": n.node_id, "weight": n.weight }))
+        .map(|n| {
+            serde_json::json!({ "nodeId": n.node_id, "weight": n.weight, "filtered": n.filtered })
+        })
         .collect();
     Some(serde_json::json!({
         "round": state.round.to_string(),
