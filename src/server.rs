@@ -69,7 +69,8 @@ impl Peer for PeerService {
         request: Request<pb::GetModelRequest>,
     ) -> Result<Response<pb::GetModelResponse>, Status> {
         let pb::GetModelRequest { round, requester } = request.into_inner();
-        tracing::debug!(requester = %requester.chars().take(64).collect::<String>(), "model asked for");
+        let shown: String = requester.chars().take(64).collect();
+        tracing::debug!(requester = %shown, "model asked for");
 
         // Wait for the round; the caller's gRPC deadline normally ends the wait first.
         let model = tokio::time::timeout(LONGEST_WAIT, self.store.get(round, &requester))
@@ -92,11 +93,15 @@ impl Peer for PeerService {
 
     type WatchStateStream = StateStream;
 
+    /// Yields the current state at once, then every state the driver announces (one per
+    /// finished round, and the `lingering` and `done` phases). The stream ends when the node
+    /// drops its state, after the last one has been yielded.
     async fn watch_state(
         &self,
         _request: Request<pb::WatchStateRequest>,
     ) -> Result<Response<Self::WatchStateStream>, Status> {
         use tokio_stream::StreamExt;
+        tracing::debug!("state watcher joined");
         let stream = WatchStream::new(self.state.clone()).map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -125,15 +130,19 @@ pub async fn serve(
         .set_serving::<PeerServer<PeerService>>()
         .await;
 
+    // Each reflection version also describes the other, so that a client lists every service
+    // the server has whichever version it speaks.
     let reflection = |e: tonic_reflection::server::Error| ServeError::Reflection(e.to_string());
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(reflection)?;
 
