@@ -2,9 +2,10 @@
 //!
 //! An honest node adapts, publishes, gathers until the round deadline (a longer start-up
 //! grace on round 0, so nodes started seconds apart find each other), and combines. After
-//! each round the driver updates the state that `GetState` and `WatchState` serve and appends
-//! one JSON line to the node's metrics file. A Byzantine node has no rounds of its own to run:
-//! its store crafts models on request, and the driver only follows its neighbours' progress.
+//! each round the driver updates the state that `GetState` and `WatchState` serve and the
+//! Prometheus metrics, and appends one JSON line to the node's metrics file. A Byzantine node
+//! has no rounds of its own to run: its store crafts models on request, and the driver only
+//! follows its neighbours' progress.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::engine::{Engine, RoundOutcome};
 use crate::exchange::{Exchange, Fetch};
+use crate::metrics::{NodeMetrics, RoundFigures};
 use crate::pb;
 use crate::store::ModelStore;
 use crate::tasks::TestMetrics;
@@ -37,6 +39,8 @@ pub struct NodeInfo {
     pub rounds: u64,
     /// The address the node advertises.
     pub address: String,
+    /// The address the node serves Prometheus metrics at, if any.
+    pub metrics_address: Option<String>,
     /// Neighbours' ids and addresses, in topology order.
     pub neighbours: Vec<(String, String)>,
 }
@@ -115,6 +119,11 @@ impl MetricsSink {
 }
 
 /// The state operators read through `GetState` and `WatchState`.
+///
+/// The state lives in a watch channel. Watchers are woken once per finished round and when the
+/// phase turns `lingering` or `done`, not on the phase changes inside a round; a watcher that
+/// falls behind sees the newest state and skips the ones in between. Dropping the `Status`
+/// ends every watcher's stream after it has seen the last state.
 pub struct Status {
     tx: watch::Sender<pb::NodeState>,
 }
@@ -142,6 +151,7 @@ impl Status {
             phase: "starting".into(),
             neighbours,
             address: info.address.clone(),
+            metrics_address: info.metrics_address.clone().unwrap_or_default(),
             ..Default::default()
         };
         Self {
@@ -233,15 +243,33 @@ pub fn round_record(
     record
 }
 
+/// Where a node's rounds are reported: the state operators read, the Prometheus metrics, and
+/// the JSON-lines metrics file.
+pub struct Reports<'a> {
+    /// The state `GetState` and `WatchState` serve.
+    pub status: &'a Status,
+    /// The Prometheus metrics.
+    pub metrics: &'a NodeMetrics,
+    /// The per-round metrics file.
+    pub sink: &'a mut MetricsSink,
+}
+
 /// Runs all rounds of an honest node.
+///
+/// A misbehaving neighbour is logged once per condition (missed deadline, or each kind of
+/// rejected message); every later occurrence is only counted, in the state and the metrics.
 pub async fn run_honest<E: Exchange>(
     engine: &mut Engine,
     exchange: &E,
     info: &NodeInfo,
     timing: Timing,
-    status: &Status,
-    sink: &mut MetricsSink,
+    reports: Reports<'_>,
 ) -> Result<(), DriverError> {
+    let Reports {
+        status,
+        metrics,
+        sink,
+    } = reports;
     let mut warned: HashSet<(usize, &'static str)> = HashSet::new();
     let mut received: Vec<Option<Vec<f32>>> = vec![None; info.neighbours.len()];
 
@@ -271,6 +299,7 @@ pub async fn run_honest<E: Exchange>(
             let id = &info.neighbours[l].0;
             received[l] = match g.fetch {
                 Fetch::Model(values) => {
+                    metrics.fetched(l, g.latency);
                     let ms = millis(g.latency);
                     status.update(false, |s| {
                         s.neighbours[l].last_round = round as i64;
@@ -280,16 +309,29 @@ pub async fn run_honest<E: Exchange>(
                 }
                 Fetch::Timeout => {
                     if warned.insert((l, "timeout")) {
-                        tracing::warn!(round, neighbour = %id, "neighbour missed the round deadline");
+                        tracing::warn!(
+                            round,
+                            neighbour = %id,
+                            "neighbour missed the round deadline; further misses are only counted"
+                        );
                     }
+                    metrics.timed_out(l);
                     status.update(false, |s| s.neighbours[l].timeouts += 1);
                     timeouts.push(id.clone());
                     None
                 }
                 Fetch::Rejected { kind, reason } => {
                     if warned.insert((l, kind)) {
-                        tracing::warn!(round, neighbour = %id, %reason, "rejected a neighbour's model");
+                        tracing::warn!(
+                            round,
+                            neighbour = %id,
+                            kind,
+                            %reason,
+                            "rejected a neighbour's model; further rejections of this kind are \
+                             only counted"
+                        );
                     }
+                    metrics.rejected(l, kind);
                     status.update(false, |s| {
                         s.neighbours[l].rejected += 1;
                         s.neighbours[l].last_reject_reason = reason;
@@ -314,10 +356,20 @@ pub async fn run_honest<E: Exchange>(
         record.adapt_ms = millis(adapt_time);
         record.gather_ms = millis(gather_time);
         record.combine_ms = millis(combine_time);
+        let round_time = started.elapsed();
+        metrics.round_done(RoundFigures {
+            round,
+            loss: outcome.loss,
+            scores,
+            weights,
+            filtered,
+            duration: round_time,
+        });
         status.update(true, |s| {
             s.round = round as i64;
             s.loss = outcome.loss;
             s.score = scores[0];
+            s.weight = weights[0];
             s.accuracy = outcome.accuracy;
             if let Some(t) = outcome.test {
                 s.test = Some(pb::TestMetrics {
@@ -326,7 +378,7 @@ pub async fn run_honest<E: Exchange>(
                     accuracy: t.accuracy,
                 });
             }
-            s.round_millis = millis(started.elapsed());
+            s.round_millis = millis(round_time);
             for (l, n) in s.neighbours.iter_mut().enumerate() {
                 n.score = scores[l + 1];
                 n.weight = weights[l + 1];
@@ -335,16 +387,31 @@ pub async fn run_honest<E: Exchange>(
             }
         });
         sink.write(&record)?;
+
+        // Log: every round at debug, milestones at info. The counts are of neighbours, as in
+        // `byzmtl status`.
+        let accepted = weights[1..].iter().filter(|&&w| w > 0.0).count();
+        let filtered = record.filtered.len();
+        let missing = record.timeouts.len() + record.rejected.len();
         tracing::debug!(
             round,
             loss = outcome.loss,
             score = scores[0],
-            accepted = record.weights.len(),
-            filtered = record.filtered.len(),
+            accepted,
+            filtered,
+            missing,
             "round done"
         );
         if round == 0 || (round + 1) % 100 == 0 || round + 1 == info.rounds {
-            tracing::info!(round, loss = outcome.loss, "round milestone");
+            tracing::info!(
+                round,
+                loss = outcome.loss,
+                score = scores[0],
+                accepted,
+                filtered,
+                missing,
+                "round milestone"
+            );
         }
     }
     Ok(())
@@ -355,7 +422,12 @@ pub async fn run_honest<E: Exchange>(
 /// The node's store crafts models on request. It is done when every neighbour that has
 /// fetched from it has fetched the last round, or when no neighbour has asked for anything
 /// for a whole `idle` period.
-pub async fn run_byzantine(store: &ModelStore, status: &Status, idle: Duration) {
+pub async fn run_byzantine(
+    store: &ModelStore,
+    status: &Status,
+    metrics: &NodeMetrics,
+    idle: Duration,
+) {
     status.phase("serving");
     let mut last_change = Instant::now();
     let mut last_seen = None;
@@ -368,6 +440,7 @@ pub async fn run_byzantine(store: &ModelStore, status: &Status, idle: Duration) 
             last_seen = seen;
             last_change = Instant::now();
             if let Some(r) = seen {
+                metrics.round_seen(r);
                 status.update(true, |s| s.round = r as i64);
             }
         }

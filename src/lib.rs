@@ -18,6 +18,8 @@
 //! - [`engine`]: one node's adapt-score-weigh-combine round, free of any transport;
 //! - [`exchange`]: publishing and gathering models, over gRPC or in memory;
 //! - [`store`]: a node's published models, with a short history;
+//! - [`driver`]: runs a node's rounds against an exchange and keeps its state and metrics;
+//! - [`metrics`]: a node's Prometheus metrics and the HTTP endpoint that serves them;
 //! - [`server`]: the `byzmtl.v1.Peer` gRPC service, health and reflection;
 //! - [`status`]: reading live nodes for operators;
 //! - [`node`]: one daemon node assembled from a topology entry;
@@ -39,6 +41,7 @@ pub mod exchange;
 pub mod generate;
 pub mod launcher;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod params;
 pub mod report;

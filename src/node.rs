@@ -1,19 +1,21 @@
 //! One peer node: a topology entry brought to life on a bound listener.
 //!
-//! [`run`] sets up the node's task (or attack), its model store, its gRPC server and its
-//! exchange, runs its rounds, keeps serving until the neighbours that depend on it are done,
-//! and stops. It takes an already-bound listener and a shutdown signal, so tests bind port 0
-//! and the daemon binds its configured address.
+//! [`run`] sets up the node's task (or attack), its model store, its gRPC server, its
+//! Prometheus metrics endpoint and its exchange, runs its rounds, keeps serving until the
+//! neighbours that depend on it are done, and stops. It takes already-bound listeners and a
+//! shutdown signal, so tests bind port 0 and the daemon binds its configured addresses.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::attacks::Attacker;
-use crate::driver::{self, DriverError, MetricsSink, NodeInfo, Status, Timing};
+use crate::driver::{self, DriverError, MetricsSink, NodeInfo, Reports, Status, Timing};
 use crate::engine::{Engine, RuleSettings};
 use crate::exchange::grpc::{BadEndpoint, GrpcExchange};
+use crate::metrics::{self, NodeMetrics};
 use crate::server::{self, PeerService, ServeError};
 use crate::store::ModelStore;
 use crate::tasks::{self, TaskError};
@@ -40,6 +42,18 @@ pub enum NodeError {
         path: String,
         source: std::io::Error,
     },
+    /// The Prometheus metrics endpoint failed.
+    #[error("metrics endpoint failed: {0}")]
+    MetricsEndpoint(std::io::Error),
+}
+
+/// The sockets a node serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `byzmtl.v1.Peer`, health and reflection.
+    pub peer: TcpListener,
+    /// The Prometheus metrics endpoint (`GET /metrics`), if the node serves one.
+    pub metrics: Option<TcpListener>,
 }
 
 /// How a node's run ended.
@@ -74,6 +88,7 @@ pub fn info(topology: &Topology, index: usize) -> NodeInfo {
         rule: topology.rule.to_string(),
         rounds: topology.rounds,
         address: node.address.clone(),
+        metrics_address: node.metrics.clone(),
         neighbours,
     }
 }
@@ -87,16 +102,23 @@ pub fn timing(topology: &Topology) -> Timing {
     }
 }
 
-/// Runs node `index` of `topology`, serving on `listener`, until its rounds are done and its
+/// Runs node `index` of `topology`, serving on `listeners`, until its rounds are done and its
 /// neighbours no longer need it, or until `shutdown` completes.
 pub async fn run(
     topology: &Topology,
     index: usize,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<Exit, NodeError> {
-    let info = info(topology, index);
+    let mut info = info(topology, index);
     let timing = timing(topology);
+
+    // The metrics address operators see is the one actually bound.
+    info.metrics_address = listeners
+        .metrics
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
 
     // An honest node sets up its task; a Byzantine node only needs the models' layout.
     let ctx = topology.task_context(index);
@@ -115,6 +137,7 @@ pub async fn run(
 
     // Serve from the start, so neighbours can fetch as soon as round 0 is published.
     let status = Status::new(&info);
+    let metrics = Arc::new(NodeMetrics::new(&info));
     let service = PeerService::new(
         info.id.clone(),
         layout.clone(),
@@ -123,13 +146,19 @@ pub async fn run(
     );
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
-        listener,
+        listeners.peer,
         service,
         topology.max_message_bytes,
         async {
             server_stopped.await.ok();
         },
     ));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = listeners.metrics.map(|listener| {
+        tokio::spawn(metrics::serve(listener, metrics.clone(), async {
+            metrics_stopped.await.ok();
+        }))
+    });
 
     // Run the rounds (or, for a Byzantine node, follow the neighbours) until done or stopped.
     let metrics_path = topology
@@ -147,7 +176,7 @@ pub async fn run(
     let work = async {
         let Some(task) = task else {
             let idle = timing.startup_grace + timing.linger + timing.round_deadline * 2;
-            driver::run_byzantine(&store, &status, idle).await;
+            driver::run_byzantine(&store, &status, &metrics, idle).await;
             return Ok::<(), NodeError>(());
         };
         let exchange = GrpcExchange::new(
@@ -163,7 +192,12 @@ pub async fn run(
             initial_score: topology.initial_score,
         };
         let mut engine = Engine::new(task, settings, info.neighbours.len());
-        driver::run_honest(&mut engine, &exchange, &info, timing, &status, &mut sink).await?;
+        let reports = Reports {
+            status: &status,
+            metrics: &metrics,
+            sink: &mut sink,
+        };
+        driver::run_honest(&mut engine, &exchange, &info, timing, reports).await?;
         tracing::info!(
             rounds = info.rounds,
             "all rounds done; serving until neighbours finish"
@@ -176,13 +210,22 @@ pub async fn run(
         _ = shutdown => Exit::Stopped,
     };
 
-    // Stop serving: waiting requests fail, the server drains and ends.
+    // Stop serving. Watchers see the last state and their streams end (the server would
+    // otherwise wait for them), waiting requests fail, and both servers drain and end.
     status.update(true, |s| s.phase = "done".into());
+    drop(status);
     store.stop();
     stop_server.send(()).ok();
+    stop_metrics.send(()).ok();
     match server.await {
         Ok(result) => result?,
         Err(e) => tracing::error!(error = %e, "server task ended abnormally"),
+    }
+    if let Some(metrics_server) = metrics_server {
+        match metrics_server.await {
+            Ok(result) => result.map_err(NodeError::MetricsEndpoint)?,
+            Err(e) => tracing::error!(error = %e, "metrics endpoint task ended abnormally"),
+        }
     }
     Ok(exit)
 }

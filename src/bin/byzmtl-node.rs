@@ -1,7 +1,8 @@
 //! `byzmtl-node`: one peer of a byzmtl network.
 //!
-//! Reads the shared topology file, picks its own entry by id, binds, and runs its rounds.
-//! Settings layer as file < `BYZMTL_*` environment < flags.
+//! Reads the shared topology file, picks its own entry by id, binds its gRPC address (and its
+//! Prometheus metrics address, if it has one), and runs its rounds. Settings layer as
+//! file < `BYZMTL_*` environment < flags.
 
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use byzmtl::logging::{self, LogFormat};
-use byzmtl::node::{self, Exit};
+use byzmtl::node::{self, Exit, Listeners};
 use byzmtl::rules::Rule;
 use byzmtl::topology::{Overrides, Topology};
 
@@ -27,6 +28,10 @@ struct Args {
     /// Bind this `host:port` instead of the topology's `listen` or `address`.
     #[arg(long, env = "BYZMTL_LISTEN")]
     listen: Option<String>,
+    /// Serve Prometheus metrics at `http://HOST:PORT/metrics`, instead of the topology's
+    /// `metrics` address.
+    #[arg(long, env = "BYZMTL_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// The weight rule.
     #[arg(long)]
     rule: Option<Rule>,
@@ -75,19 +80,34 @@ async fn main() -> anyhow::Result<()> {
         .or_else(|| entry.listen.clone())
         .unwrap_or_else(|| entry.address.clone());
 
-    let listener = TcpListener::bind(&bind)
+    let peer = TcpListener::bind(&bind)
         .await
         .with_context(|| format!("cannot bind `{bind}` for node `{}`", args.id))?;
+    let metrics = match args.metrics_listen.or_else(|| entry.metrics.clone()) {
+        Some(bind) => Some(TcpListener::bind(&bind).await.with_context(|| {
+            format!(
+                "cannot bind metrics address `{bind}` for node `{}`",
+                args.id
+            )
+        })?),
+        None => None,
+    };
+    let metrics_address = match &metrics {
+        Some(listener) => listener.local_addr()?.to_string(),
+        None => "none".to_string(),
+    };
     tracing::info!(
         node = %args.id,
-        listening = %listener.local_addr()?,
+        listening = %peer.local_addr()?,
         advertised = %entry.address,
+        metrics = %metrics_address,
         rule = %topology.rule,
         rounds = topology.rounds,
         "node started"
     );
 
-    match node::run(&topology, index, listener, logging::shutdown_signal()).await? {
+    let listeners = Listeners { peer, metrics };
+    match node::run(&topology, index, listeners, logging::shutdown_signal()).await? {
         Exit::Finished => tracing::info!(node = %args.id, "node finished"),
         Exit::Stopped => tracing::info!(node = %args.id, "node stopped by signal"),
     }
