@@ -161,9 +161,11 @@ pub async fn run(
     });
 
     // Run the rounds (or, for a Byzantine node, follow the neighbours) until done or stopped.
+    // Only honest nodes have rounds to record.
     let metrics_path = topology
         .out_dir
         .as_ref()
+        .filter(|_| task.is_some())
         .map(|dir| dir.join(format!("{}.jsonl", info.id)));
     let mut sink =
         MetricsSink::create(metrics_path.as_deref()).map_err(|source| NodeError::Metrics {
