@@ -1,9 +1,12 @@
 //! The in-process simulator: a whole topology in one process, with no sockets.
 //!
 //! Every node gets the very [`Engine`] (or [`Attacker`]) that the daemon runs, seeded the same
-//! way, and all nodes step through the rounds in lockstep: every honest node adapts, every
-//! adapted or crafted model is published into one shared table, and every honest node then
-//! gathers its neighbours' entries from that table and combines. This is the memory exchange
+//! way, and all nodes step through the rounds in lockstep: every honest node adapts and
+//! publishes its adapted model into one shared table, every Byzantine node observes its honest
+//! neighbours' entries and crafts its answers (one for all, or one per requester), and every
+//! honest node then gathers its neighbours' entries or answers and combines. An answer that a
+//! real node would reject or receive too late (silence, a malformed message, a delay past the
+//! round deadline) counts as missing. This is the memory exchange
 //! in its synchronous form: no model ever misses a deadline, so a topology run here gives the
 //! same per-round numbers as the same topology run as real processes that miss no deadline.
 //!
@@ -12,10 +15,11 @@
 //! of threads or their order.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rayon::prelude::*;
 
-use crate::attacks::Attacker;
+use crate::attacks::{AttackError, Attacker, Crafted};
 use crate::driver::{self, MetricsSink, RoundRecord};
 use crate::engine::{Engine, RuleSettings};
 use crate::tasks::{self, TaskError};
@@ -27,6 +31,9 @@ pub enum SimError {
     /// A node's task could not be set up or failed.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A Byzantine node's attack does not fit the network.
+    #[error(transparent)]
+    Attack(#[from] AttackError),
     /// A metrics file could not be written.
     #[error("cannot write metrics to `{path}`: {source}")]
     Metrics {
@@ -38,7 +45,7 @@ pub enum SimError {
 /// A simulated node.
 enum SimNode {
     Honest(Box<Engine>),
-    Byzantine(Attacker),
+    Byzantine(Box<Attacker>),
 }
 
 /// What a simulation produced.
@@ -75,7 +82,7 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
             Ok(match topology.attack_of(k) {
                 Some(spec) => {
                     let len = tasks::layout(&ctx)?.len();
-                    SimNode::Byzantine(Attacker::new(spec, topology.seed, k, len))
+                    SimNode::Byzantine(Box::new(Attacker::for_node(topology, k, spec, len)?))
                 }
                 None => {
                     let task = tasks::build(&ctx)?;
@@ -91,6 +98,7 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
             SimNode::Byzantine(_) => None,
         })
         .unwrap_or(0);
+    let deadline = Duration::from_millis(topology.round_deadline_ms);
 
     let rounds = topology.rounds as usize;
     // One flat table of every node's published model, `len` values per node.
@@ -112,37 +120,53 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
         })
         .collect();
 
-    // Attackers that answer each requester differently craft during the gather phase.
-    let crafters: Vec<Option<Attacker>> = nodes
-        .iter()
-        .map(|n| match n {
-            SimNode::Byzantine(a) if a.per_requester() => Some(a.clone()),
-            _ => None,
-        })
-        .collect();
-    let equivocation = crafters.iter().any(Option::is_some);
+    // What each Byzantine node answers this round: one answer for everyone, or one per honest
+    // neighbour (by node index).
+    let mut crafted: Vec<Vec<(usize, Crafted)>> = vec![Vec::new(); nodes.len()];
 
     for round in 0..topology.rounds {
-        // Adapt (or craft) and publish into the shared table.
+        // Adapt and publish into the shared table.
         nodes
             .par_iter_mut()
             .zip(published.par_chunks_mut(len.max(1)))
             .with_min_len(64)
             .try_for_each(|(node, slot)| -> Result<(), TaskError> {
-                match node {
-                    SimNode::Honest(engine) => slot.copy_from_slice(engine.adapt(round)?),
-                    SimNode::Byzantine(attacker) => {
-                        if !attacker.per_requester() {
-                            slot.copy_from_slice(&attacker.craft(round, ""));
-                        }
-                    }
+                if let SimNode::Honest(engine) = node {
+                    slot.copy_from_slice(engine.adapt(round)?);
                 }
                 Ok(())
             })?;
 
-        // Gather from the table (or, from an equivocating attacker, the model crafted for
-        // this requester), score, weigh and combine.
+        // Byzantine nodes observe their honest neighbours' entries and craft.
         let table = &published;
+        nodes
+            .par_iter_mut()
+            .zip(crafted.par_iter_mut())
+            .for_each(|(node, answers)| {
+                let SimNode::Byzantine(attacker) = node else {
+                    return;
+                };
+                if attacker.observes() {
+                    let seen = attacker
+                        .honest_neighbours()
+                        .iter()
+                        .map(|&l| (l, table[l * len..(l + 1) * len].to_vec()))
+                        .collect();
+                    attacker.observe(round, seen);
+                }
+                answers.clear();
+                if attacker.per_requester() {
+                    for l in attacker.honest_neighbours().to_vec() {
+                        answers.push((l, attacker.craft(round, &ids[l])));
+                    }
+                } else {
+                    answers.push((usize::MAX, attacker.craft(round, "")));
+                }
+            });
+
+        // Gather from the table (or what a Byzantine neighbour crafted for this requester),
+        // score, weigh and combine.
+        let crafted = &crafted;
         nodes
             .par_iter_mut()
             .zip(losses.par_iter_mut())
@@ -153,21 +177,16 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
                 let SimNode::Honest(engine) = node else {
                     return Ok(());
                 };
-                let crafted: Vec<Option<Vec<f32>>> = if equivocation {
-                    adjacency[k]
-                        .iter()
-                        .map(|&l| crafters[l].as_ref().map(|a| a.craft(round, &ids[k])))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
                 let views: Vec<Option<&[f32]>> = adjacency[k]
                     .iter()
-                    .enumerate()
-                    .map(|(j, &l)| {
-                        let crafted = crafted.get(j).and_then(Option::as_deref);
-                        let start = l * len;
-                        Some(crafted.unwrap_or(&table[start..start + len]))
+                    .map(|&l| {
+                        if crafted[l].is_empty() {
+                            return Some(&table[l * len..(l + 1) * len]);
+                        }
+                        crafted[l]
+                            .iter()
+                            .find(|(to, _)| *to == k || *to == usize::MAX)
+                            .and_then(|(_, answer)| answer.received(deadline))
                     })
                     .collect();
                 let outcome = engine.combine(round, &views)?;

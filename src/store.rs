@@ -2,7 +2,10 @@
 //!
 //! An honest node publishes one adapted model per round and keeps a short history of them. A
 //! request for a round not yet published waits until it is; a round that has left the history
-//! is refused. A Byzantine node's store crafts a model per request instead. The store also
+//! is refused. A Byzantine node's store crafts an answer per request instead, once the node
+//! has observed its honest neighbours' models of the round if its attack looks at them
+//! ([`observe_neighbours`] gathers them); the answer may be silence, a late model or a
+//! malformed message ([`ModelStore::get_wire`] is what the server sends). The store also
 //! notes which neighbours have fetched which round, so a finished node knows when the
 //! neighbours that depend on it are done.
 
@@ -10,8 +13,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
-use crate::attacks::Attacker;
+use crate::attacks::{Attacker, Crafted, Malformation};
+use crate::driver::Timing;
+use crate::exchange::grpc::{BadEndpoint, GrpcExchange};
+use crate::exchange::{Exchange, Fetch};
+use crate::params::Layout;
+use crate::pb;
+use crate::topology::Topology;
 
 /// Why a request for a model cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +53,9 @@ pub struct ModelStore {
     history: usize,
     rounds: u64,
     neighbours: HashSet<String>,
-    attacker: Option<Attacker>,
+    attacker: Option<Mutex<Attacker>>,
+    /// The latest round a Byzantine node has observed its honest neighbours in.
+    observed: watch::Sender<Option<u64>>,
 }
 
 impl ModelStore {
@@ -66,7 +78,8 @@ impl ModelStore {
             history: history.max(1),
             rounds,
             neighbours: neighbours.into_iter().collect(),
-            attacker,
+            attacker: attacker.map(Mutex::new),
+            observed: watch::Sender::new(None),
         })
     }
 
@@ -95,20 +108,108 @@ impl ModelStore {
 
     /// The model of `round` for `requester`, waiting until it is published.
     ///
-    /// The caller bounds the wait with its own deadline.
+    /// The caller bounds the wait with its own deadline. A Byzantine node's answer is crafted;
+    /// silence waits until the node stops, and a malformed message that a flat model cannot
+    /// carry comes out as NaN values ([`ModelStore::get_wire`] sends the real thing).
     pub async fn get(&self, round: u64, requester: &str) -> Result<Arc<[f32]>, StoreError> {
+        match self.answer(round, requester).await? {
+            Answer::Model(model) => Ok(model),
+            Answer::Malformed(form) => {
+                let len = self.attacker_len();
+                let value = match form {
+                    Malformation::Infinite => f32::INFINITY,
+                    _ => f32::NAN,
+                };
+                Ok(Arc::from(vec![value; len]))
+            }
+        }
+    }
+
+    /// The message for `round` and `requester` as tensors of `layout`, waiting as
+    /// [`ModelStore::get`] does. This is what goes on the wire.
+    pub async fn get_wire(
+        &self,
+        round: u64,
+        requester: &str,
+        layout: &Layout,
+    ) -> Result<Vec<pb::Tensor>, StoreError> {
+        match self.answer(round, requester).await? {
+            Answer::Model(model) => Ok(layout.to_wire(&model)),
+            Answer::Malformed(form) => {
+                let limit = self
+                    .attacker
+                    .as_ref()
+                    .map_or(16 << 20, |a| lock(a).message_limit());
+                Ok(form.to_wire(layout, limit))
+            }
+        }
+    }
+
+    async fn answer(&self, round: u64, requester: &str) -> Result<Answer, StoreError> {
         if round >= self.rounds {
             return Err(StoreError::BeyondLastRound {
                 round,
                 last: self.rounds.saturating_sub(1),
             });
         }
-        let model = match &self.attacker {
-            Some(attacker) => Arc::from(attacker.craft(round, requester)),
-            None => self.wait_for(round).await?,
+        let answer = match &self.attacker {
+            Some(attacker) => self.craft(attacker, round, requester).await?,
+            None => Answer::Model(self.wait_for(round).await?),
         };
         self.note_fetch(round, requester);
-        Ok(model)
+        Ok(answer)
+    }
+
+    /// Crafts a Byzantine node's answer, after observing the round if the attack needs to.
+    async fn craft(
+        &self,
+        attacker: &Mutex<Attacker>,
+        round: u64,
+        requester: &str,
+    ) -> Result<Answer, StoreError> {
+        let observes = lock(attacker).observes();
+        if observes {
+            let mut observed = self.observed.subscribe();
+            let mut stopped = self.stopped.subscribe();
+            while observed.borrow_and_update().is_none_or(|r| r < round) {
+                if *stopped.borrow_and_update() {
+                    return Err(StoreError::Stopped { round });
+                }
+                tokio::select! {
+                    changed = observed.changed() => if changed.is_err() {
+                        return Err(StoreError::Stopped { round });
+                    },
+                    _ = stopped.changed() => {}
+                }
+            }
+        }
+        let crafted = lock(attacker).craft(round, requester);
+        match crafted {
+            Crafted::Model(model) => Ok(Answer::Model(Arc::from(model))),
+            Crafted::Delayed { after, model } => {
+                tokio::time::sleep(after).await;
+                Ok(Answer::Model(Arc::from(model)))
+            }
+            Crafted::Malformed(form) => Ok(Answer::Malformed(form)),
+            Crafted::Silent => {
+                let mut stopped = self.stopped.subscribe();
+                stopped.wait_for(|&s| s).await.ok();
+                Err(StoreError::Stopped { round })
+            }
+        }
+    }
+
+    fn attacker_len(&self) -> usize {
+        self.attacker.as_ref().map_or(0, |a| lock(a).len())
+    }
+
+    /// Records a Byzantine node's observation of its honest neighbours' adapted models of
+    /// `round` (by node index), releasing the requests that wait for it.
+    pub fn observe(&self, round: u64, models: Vec<(usize, Vec<f32>)>) {
+        if let Some(attacker) = &self.attacker {
+            lock(attacker).observe(round, models);
+            self.observed.send_replace(Some(round));
+        }
     }
 
     async fn wait_for(&self, round: u64) -> Result<Arc<[f32]>, StoreError> {
@@ -166,6 +267,83 @@ impl ModelStore {
     pub async fn fetch_changed(&self) {
         self.fetch_seen.notified().await;
     }
+}
+
+/// What a store answers a request with.
+enum Answer {
+    Model(Arc<[f32]>),
+    Malformed(Malformation),
+}
+
+fn lock(attacker: &Mutex<Attacker>) -> std::sync::MutexGuard<'_, Attacker> {
+    // Crafting never leaves an attacker half-updated in a way that matters, so a poisoned
+    // lock is still safe to use.
+    attacker.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a Byzantine node's observations: every round, gathers its honest neighbours' adapted
+/// models through `exchange` (which asks `honest`, node indices in the same order) until the
+/// round deadline, and records them in `store`. Ends after the last round, or when the store
+/// stops.
+pub async fn observe_rounds<E: Exchange>(
+    store: &ModelStore,
+    exchange: &E,
+    honest: &[usize],
+    timing: Timing,
+) {
+    let mut stopped = store.stopped.subscribe();
+    for round in 0..store.rounds {
+        let wait = if round == 0 {
+            timing.startup_grace
+        } else {
+            timing.round_deadline
+        };
+        let gathered = tokio::select! {
+            g = exchange.gather(round, Instant::now() + wait) => g,
+            _ = stopped.wait_for(|&s| s) => return,
+        };
+        let models = honest
+            .iter()
+            .zip(gathered)
+            .filter_map(|(&l, g)| match g.fetch {
+                Fetch::Model(m) => Some((l, m)),
+                Fetch::Timeout | Fetch::Rejected { .. } => None,
+            })
+            .collect();
+        store.observe(round, models);
+    }
+}
+
+/// For Byzantine node `index` of `topology` whose store is `store`: gathers its honest
+/// neighbours' models over gRPC every round, as [`observe_rounds`], if its attack observes
+/// them; returns at once otherwise.
+pub async fn observe_neighbours(
+    topology: &Topology,
+    index: usize,
+    store: Arc<ModelStore>,
+    layout: Arc<Layout>,
+    timing: Timing,
+) -> Result<(), BadEndpoint> {
+    let honest: Vec<usize> = match &store.attacker {
+        Some(a) if lock(a).observes() => lock(a).honest_neighbours().to_vec(),
+        _ => return Ok(()),
+    };
+    let neighbours: Vec<(String, String)> = honest
+        .iter()
+        .map(|&l| {
+            let node = &topology.nodes[l];
+            (node.id.clone(), node.address.clone())
+        })
+        .collect();
+    let exchange = GrpcExchange::new(
+        topology.nodes[index].id.clone(),
+        store.clone(),
+        layout,
+        &neighbours,
+        topology.max_message_bytes,
+    )?;
+    observe_rounds(&store, &exchange, &honest, timing).await;
+    Ok(())
 }
 
 #[cfg(test)]

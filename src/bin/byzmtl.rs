@@ -89,6 +89,11 @@ enum Command {
             default_value = "loss-filtered,distance,average,none"
         )]
         rules: Vec<Rule>,
+        /// Attacks to sweep, comma-separated (`uniform,alie,...`): each replaces every
+        /// Byzantine node's attack in turn, and the matrix of losses relative to `none` is
+        /// printed.
+        #[arg(long, value_delimiter = ',')]
+        attacks: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -192,11 +197,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Compare {
             topology,
             rules,
+            attacks,
             run,
         } => {
             let topology = load(&topology, None)?;
             let out = run.out.clone().unwrap_or_else(|| default_out(&topology));
-            run_compare(&topology, &rules, &run, &out).await?;
+            if attacks.is_empty() {
+                run_compare(&topology, &rules, &run, &out).await?;
+            } else {
+                run_attack_matrix(&topology, &attacks, &rules, &run, &out).await?;
+            }
         }
         Command::Generate {
             output,
@@ -322,6 +332,29 @@ async fn run_compare(
         out.display()
     );
     print_figures(&comparison.figures);
+    Ok(())
+}
+
+/// Runs every attack under every rule and prints the matrix of losses relative to `none`.
+async fn run_attack_matrix(
+    topology: &Topology,
+    attacks: &[String],
+    rules: &[Rule],
+    run: &RunArgs,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let interrupted = || logging::shutdown_signal();
+    let matrix =
+        compare::compare_attacks(topology, attacks, rules, &runner(run), out, interrupted).await?;
+    println!("honest nodes' last-50-rounds mean loss, relative to rule `none`:");
+    print!("{}", matrix.table());
+    println!(
+        "{} runs in {:.1} s; run folders under {}",
+        matrix.attacks.len() * matrix.rules.len(),
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
     Ok(())
 }
 
