@@ -500,19 +500,19 @@ impl Attacker {
 
     /// The attacker of Byzantine node `index` of `topology`, crafting models of `len`
     /// parameters.
+    ///
+    /// `adjacency` is the topology's [`Topology::adjacency`], computed once by the caller.
     pub fn for_node(
         topology: &Topology,
+        adjacency: &[Vec<usize>],
         index: usize,
         spec: AttackSpec,
         len: usize,
     ) -> Result<Self, AttackError> {
         let node = topology.nodes[index].id.clone();
-        let adjacency = topology.adjacency();
-        let byzantine: Vec<bool> = (0..topology.nodes.len())
-            .map(|k| topology.attack_of(k).is_some())
-            .collect();
         let mine = &adjacency[index];
-        let honest: Vec<usize> = mine.iter().copied().filter(|&l| !byzantine[l]).collect();
+        let byzantine = |k: usize| topology.nodes[k].role == crate::topology::RoleKind::Byzantine;
+        let honest: Vec<usize> = mine.iter().copied().filter(|&l| !byzantine(l)).collect();
         let mut attacker = Self::new(spec.clone(), topology.seed, index, len);
         attacker.neighbours = mine
             .iter()
@@ -541,7 +541,7 @@ impl Attacker {
         // ALIE's z (Baruch et al.): n nodes of which f Byzantine need s = n/2 + 1 - f honest
         // supporters, and z is the normal quantile of (n - s) / n.
         let n = mine.len() + 1;
-        let f = mine.iter().filter(|&&l| byzantine[l]).count() + 1;
+        let f = mine.iter().filter(|&&l| byzantine(l)).count() + 1;
         let s = (n / 2 + 1).saturating_sub(f);
         attacker.z = match spec {
             AttackSpec::Alie { z: Some(z) } => z,
@@ -934,7 +934,7 @@ pub fn attacker_of(
 ) -> Result<Option<Attacker>, AttackError> {
     topology
         .attack_of(index)
-        .map(|spec| Attacker::for_node(topology, index, spec, len))
+        .map(|spec| Attacker::for_node(topology, &topology.adjacency(), index, spec, len))
         .transpose()
 }
 

@@ -82,7 +82,9 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
             Ok(match topology.attack_of(k) {
                 Some(spec) => {
                     let len = tasks::layout(&ctx)?.len();
-                    SimNode::Byzantine(Box::new(Attacker::for_node(topology, k, spec, len)?))
+                    SimNode::Byzantine(Box::new(Attacker::for_node(
+                        topology, &adjacency, k, spec, len,
+                    )?))
                 }
                 None => {
                     let task = tasks::build(&ctx)?;

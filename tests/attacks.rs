@@ -64,7 +64,7 @@ fn weight_on_b(result: &SimResult, last: usize) -> f64 {
 /// The attacker of `b` in `t`, having observed the honest models `seen` in `round`.
 fn attacker(t: &Topology, seen: &[[f32; 2]], round: u64) -> Attacker {
     let spec = t.attack_of(5).unwrap_or_else(|| panic!("b is Byzantine"));
-    let mut a = Attacker::for_node(t, 5, spec, 2).unwrap_or_else(|e| panic!("{e}"));
+    let mut a = Attacker::for_node(t, &t.adjacency(), 5, spec, 2).unwrap_or_else(|e| panic!("{e}"));
     a.observe(
         round,
         seen.iter()
@@ -210,7 +210,8 @@ fn mimic_copies_and_names_must_be_honest_neighbours() {
 fn replay_sends_an_old_round() {
     let t = network(Rule::LossFiltered, "{ kind = \"replay\", lag = 2 }", 10);
     let spec = t.attack_of(5).unwrap_or_else(|| panic!("byzantine"));
-    let mut a = Attacker::for_node(&t, 5, spec, 2).unwrap_or_else(|e| panic!("{e}"));
+    let mut a =
+        Attacker::for_node(&t, &t.adjacency(), 5, spec, 2).unwrap_or_else(|e| panic!("{e}"));
     for round in 0..5u64 {
         a.observe(round, vec![(0, vec![round as f32, 0.0])]);
     }
@@ -247,7 +248,7 @@ async fn malformed_messages_fail_validation() {
     let layout = TargetLocalization::layout_of();
     let t = network(Rule::LossFiltered, "{ kind = \"malformed\" }", 8);
     let spec = t.attack_of(5).unwrap_or_else(|| panic!("byzantine"));
-    let a = Attacker::for_node(&t, 5, spec, 2).unwrap_or_else(|e| panic!("{e}"));
+    let a = Attacker::for_node(&t, &t.adjacency(), 5, spec, 2).unwrap_or_else(|e| panic!("{e}"));
     let store = ModelStore::new(4, 8, ["h0".to_string()], Some(a));
     let mut kinds = Vec::new();
     for round in 0..4 {
