@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::attacks::Attacker;
+use crate::attacks::{self, AttackError};
 use crate::driver::{self, DriverError, MetricsSink, NodeInfo, Reports, Status, Timing};
 use crate::engine::{Engine, RuleSettings};
 use crate::exchange::grpc::{BadEndpoint, GrpcExchange};
 use crate::metrics::{self, NodeMetrics};
 use crate::server::{self, PeerService, ServeError};
-use crate::store::ModelStore;
+use crate::store::{self, ModelStore};
 use crate::tasks::{self, TaskError};
 use crate::topology::Topology;
 
@@ -45,6 +45,9 @@ pub enum NodeError {
     /// The Prometheus metrics endpoint failed.
     #[error("metrics endpoint failed: {0}")]
     MetricsEndpoint(std::io::Error),
+    /// The node's attack does not fit the network.
+    #[error(transparent)]
+    Attack(#[from] AttackError),
 }
 
 /// The sockets a node serves on, bound by the caller.
@@ -131,7 +134,7 @@ pub async fn run(
         Some(task) => task.layout().clone(),
         None => tasks::layout(&ctx)?,
     };
-    let attacker = attack.map(|spec| Attacker::new(spec, topology.seed, index, layout.len()));
+    let attacker = attacks::attacker_of(topology, index, layout.len())?;
     let neighbour_ids = info.neighbours.iter().map(|(id, _)| id.clone());
     let store = ModelStore::new(topology.history, topology.rounds, neighbour_ids, attacker);
 
@@ -177,8 +180,16 @@ pub async fn run(
         })?;
     let work = async {
         let Some(task) = task else {
+            // Serve crafted answers, observing the honest neighbours' models if the attack
+            // looks at them.
             let idle = timing.startup_grace + timing.linger + timing.round_deadline * 2;
-            driver::run_byzantine(&store, &status, &metrics, idle).await;
+            let observe =
+                store::observe_neighbours(topology, index, store.clone(), layout.clone(), timing);
+            let (_, observed) = tokio::join!(
+                driver::run_byzantine(&store, &status, &metrics, idle),
+                observe
+            );
+            observed?;
             return Ok::<(), NodeError>(());
         };
         let exchange = GrpcExchange::new(

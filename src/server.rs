@@ -73,14 +73,16 @@ impl Peer for PeerService {
         tracing::debug!(requester = %shown, "model asked for");
 
         // Wait for the round; the caller's gRPC deadline normally ends the wait first.
-        let model = tokio::time::timeout(LONGEST_WAIT, self.store.get(round, &requester))
+        // A Byzantine node's store may answer with a malformed message, sent as it is.
+        let answer = self.store.get_wire(round, &requester, &self.layout);
+        let tensors = tokio::time::timeout(LONGEST_WAIT, answer)
             .await
             .map_err(|_| Status::deadline_exceeded(format!("round {round} not reached")))?
             .map_err(status_of)?;
         Ok(Response::new(pb::GetModelResponse {
             node_id: self.node_id.clone(),
             round,
-            tensors: self.layout.to_wire(&model),
+            tensors,
         }))
     }
 
