@@ -126,6 +126,18 @@ pub fn update_scores(scores: &mut [f64], samples: &[Option<f64>], nu: f64, usabl
 /// validation and had a finite measurement). Position 0 is the node itself and always takes
 /// part. Writes the weights into `weights` (they sum to 1) and, per position, whether the rule
 /// filtered that neighbour out into `filtered`.
+///
+/// ```
+/// use byzmtl::rules::{Rule, weigh};
+///
+/// // Me (score 2), a good neighbour (1) and a Byzantine one (40): eq. 11 drops the
+/// // Byzantine neighbour and weighs the rest by inverse score, 1/2 and 1 over 3/2.
+/// let (mut weights, mut filtered) = ([0.0; 3], [false; 3]);
+/// weigh(Rule::LossFiltered, &[2.0, 1.0, 40.0], &[true; 3], &mut weights, &mut filtered);
+/// assert_eq!(filtered, [false, false, true]);
+/// assert!((weights[0] - 1.0 / 3.0).abs() < 1e-12 && (weights[1] - 2.0 / 3.0).abs() < 1e-12);
+/// assert_eq!(weights[2], 0.0);
+/// ```
 pub fn weigh(
     rule: Rule,
     scores: &[f64],
