@@ -144,6 +144,7 @@ pub fn simulate(topology: &Topology, options: SimOptions) -> Result<SimResult, S
         nodes
             .par_iter_mut()
             .zip(crafted.par_iter_mut())
+            .with_min_len(64)
             .for_each(|(node, answers)| {
                 let SimNode::Byzantine(attacker) = node else {
                     return;
