@@ -125,6 +125,10 @@ enum Command {
         /// How long to wait for each node, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Also show each node's view of its neighbours: score, weight, fetch time,
+        /// timeouts and rejections.
+        #[arg(long)]
+        neighbours: bool,
     },
     /// Exits 0 if the node at ADDRESS reports SERVING through the gRPC health service.
     Health {
@@ -243,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Status {
             targets,
             timeout_ms,
+            neighbours,
         } => {
             let addresses = match targets.as_slice() {
                 [one] if Path::new(one).is_file() => load(Path::new(one), None)?
@@ -257,6 +262,17 @@ async fn main() -> anyhow::Result<()> {
             let states = futures::future::join_all(reads).await;
             let rows: Vec<_> = addresses.into_iter().zip(states).collect();
             print!("{}", status::table(&rows));
+            if neighbours {
+                // A Byzantine node runs no rounds, so it has no view of its neighbours.
+                let honest = rows
+                    .iter()
+                    .filter_map(|(_, s)| s.as_ref().ok())
+                    .filter(|s| s.role == "honest");
+                for state in honest {
+                    println!("\n{} sees:", state.node_id);
+                    print!("{}", status::neighbour_table(state));
+                }
+            }
         }
         Command::Health { address } => {
             if !status::is_serving(&address, Duration::from_secs(3)).await? {
