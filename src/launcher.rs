@@ -36,11 +36,17 @@ pub enum LaunchError {
     #[error("cannot start node `{id}`: {source}")]
     Spawn { id: String, source: std::io::Error },
     /// Nodes ended with an error.
-    #[error("{} node(s) failed: {}", .0.len(), .0.iter().map(|f| f.id.as_str()).collect::<Vec<_>>().join(", "))]
+    #[error("{} node(s) failed: {}", .0.len(), failed_ids(.0))]
     NodesFailed(Vec<NodeFailure>),
     /// The launcher was interrupted; every node was stopped.
     #[error("interrupted; all nodes were stopped")]
     Interrupted,
+}
+
+/// The ids of failed nodes, comma-separated.
+fn failed_ids(failures: &[NodeFailure]) -> String {
+    let ids: Vec<&str> = failures.iter().map(|f| f.id.as_str()).collect();
+    ids.join(", ")
 }
 
 /// A node that ended with an error.

@@ -69,7 +69,8 @@ pub enum PlotError {
 const LOSS_SIZE: (u32, u32) = (1200, 800);
 /// Network figure size in pixels.
 const NETWORK_SIZE: (u32, u32) = (800, 800);
-/// Smallest value shown on a log axis; smaller values, zero and negatives are drawn at the axis floor.
+/// Smallest value shown on a log axis; smaller values, zero and negatives are drawn at the
+/// axis floor.
 const LOG_FLOOR: f64 = 1e-6;
 /// Draw node labels only up to this many nodes; beyond that they would cover each other.
 const MAX_LABELLED_NODES: usize = 50;
