@@ -184,7 +184,7 @@ pub async fn launch(
             break;
         }
         tokio::select! {
-            _ = tick.tick() => progress.update(&local).await,
+            _ = tick.tick() => progress.update().await,
             _ = &mut shutdown => {
                 progress.finish();
                 stop_all(&mut running).await;
@@ -295,7 +295,7 @@ impl Progress {
     }
 
     /// Reads every honest node's round and shows the slowest.
-    async fn update(&self, _topology: &Topology) {
+    async fn update(&self) {
         let Some(bar) = &self.bar else {
             return;
         };

@@ -50,16 +50,23 @@ fn ring(rounds: u64) -> String {
     text
 }
 
+/// `byzmtl launch` of the network's topology into `out`, with this build's node binary.
+fn launch_command(network: &Network, out: &Path) -> Command {
+    let mut command = Command::new(CLI_BIN);
+    command
+        .arg("launch")
+        .arg(&network.topology)
+        .arg("--out")
+        .arg(out)
+        .env("BYZMTL_NODE_BIN", NODE_BIN);
+    command
+}
+
 #[test]
 fn launch_runs_every_node_and_leaves_nothing_running() {
     let network = Network::new("launch", &ring(150));
     let out = network.dir.join("run");
-    let output = Command::new(CLI_BIN)
-        .arg("launch")
-        .arg(&network.topology)
-        .arg("--out")
-        .arg(&out)
-        .env("BYZMTL_NODE_BIN", NODE_BIN)
+    let output = launch_command(&network, &out)
         .output()
         .unwrap_or_else(|e| panic!("cannot run byzmtl: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -102,12 +109,7 @@ fn a_node_that_dies_is_reported_with_its_log() {
     );
     let network = Network::new("dies", &text);
     let out = network.dir.join("run");
-    let output = Command::new(CLI_BIN)
-        .arg("launch")
-        .arg(&network.topology)
-        .arg("--out")
-        .arg(&out)
-        .env("BYZMTL_NODE_BIN", NODE_BIN)
+    let output = launch_command(&network, &out)
         .output()
         .unwrap_or_else(|e| panic!("cannot run byzmtl: {e}"));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -125,12 +127,7 @@ fn a_node_that_dies_is_reported_with_its_log() {
 async fn killing_the_launcher_stops_every_node() {
     let network = Network::new("kill", &ring(1_000_000));
     let out = network.dir.join("run");
-    let mut launcher = Command::new(CLI_BIN)
-        .arg("launch")
-        .arg(&network.topology)
-        .arg("--out")
-        .arg(&out)
-        .env("BYZMTL_NODE_BIN", NODE_BIN)
+    let mut launcher = launch_command(&network, &out)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
