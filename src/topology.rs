@@ -518,25 +518,53 @@ impl Topology {
     }
 
     /// For each node, the nearest nodes within `radius`, at most `cap - 1` of them.
+    ///
+    /// Nodes are bucketed into square cells a little wider than the radius, so each node only
+    /// measures the nodes in its own and the eight surrounding cells: linear in the number of
+    /// nodes for a network of bounded density, where comparing all pairs would be quadratic.
     fn geometric_proposals(&self, radius: f64, cap: Option<usize>) -> Vec<BTreeSet<usize>> {
         let pos: Vec<[f64; 2]> = self
             .nodes
             .iter()
             .map(|n| n.position.unwrap_or([0.0, 0.0]))
             .collect();
+        // The margin keeps two points within the radius in adjacent cells despite rounding.
+        let cell_size = radius * (1.0 + 1e-6);
+        // `as` saturates, so far-out coordinates share edge cells: more candidates, none lost.
+        let cell = |p: [f64; 2]| {
+            (
+                (p[0] / cell_size).floor() as i64,
+                (p[1] / cell_size).floor() as i64,
+            )
+        };
+        let mut cells: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+        for (i, &p) in pos.iter().enumerate() {
+            cells.entry(cell(p)).or_default().push(i);
+        }
         let keep = cap.map_or(usize::MAX, |c| c.saturating_sub(1));
+        let mut near: Vec<(f64, usize)> = Vec::new();
         (0..pos.len())
             .map(|a| {
-                let mut near: Vec<(f64, usize)> = (0..pos.len())
-                    .filter(|&b| b != a)
-                    .map(|b| {
-                        let d = (pos[a][0] - pos[b][0]).hypot(pos[a][1] - pos[b][1]);
-                        (d, b)
-                    })
-                    .filter(|&(d, _)| d <= radius)
-                    .collect();
+                let (cx, cy) = cell(pos[a]);
+                near.clear();
+                for dx in -1..=1 {
+                    for dy in -1..=1 {
+                        let key = (cx.saturating_add(dx), cy.saturating_add(dy));
+                        let Some(members) = cells.get(&key) else {
+                            continue;
+                        };
+                        for &b in members {
+                            let d = (pos[a][0] - pos[b][0]).hypot(pos[a][1] - pos[b][1]);
+                            if b != a && d <= radius {
+                                near.push((d, b));
+                            }
+                        }
+                    }
+                }
                 near.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
-                near.into_iter().take(keep).map(|(_, b)| b).collect()
+                // Saturated cell keys can repeat a cell; a node is proposed once.
+                near.dedup_by_key(|&mut (_, b)| b);
+                near.iter().take(keep).map(|&(_, b)| b).collect()
             })
             .collect()
     }
@@ -668,6 +696,67 @@ mod tests {
             t.map(|t| t.adjacency()),
             Some(vec![vec![], vec![2], vec![1], vec![]])
         );
+    }
+
+    #[test]
+    fn geometric_cells_find_every_pair_within_the_radius() {
+        // A lattice with spacing equal to the radius puts pairs exactly at the radius and on
+        // cell boundaries; jittered points and negative coordinates fill the rest.
+        let radius = 0.7;
+        let mut positions = Vec::new();
+        for i in -4..4 {
+            for j in -3..3 {
+                positions.push([f64::from(i) * radius, f64::from(j) * radius]);
+            }
+        }
+        let mut x = 0.123_f64;
+        for _ in 0..150 {
+            x = (x * 9301.0 + 0.49297).fract();
+            let y = (x * 7.0 + 0.3).fract();
+            positions.push([x * 6.0 - 3.0, y * 4.0 - 2.0]);
+        }
+        let mut nodes = String::new();
+        for (i, [px, py]) in positions.iter().enumerate() {
+            nodes += &format!(
+                "[[nodes]]\nid = \"n{i}\"\naddress = \"h:{}\"\nposition = [{px:?}, {py:?}]\n",
+                7000 + i
+            );
+        }
+        for cap in ["", "max_neighbours = 5\n"] {
+            let text = format!(
+                "rounds = 1\n[edges]\nkind = \"geometric\"\nradius = {radius:?}\n{cap}{nodes}"
+            );
+            let t = match Topology::from_toml(&text) {
+                Ok(t) => t,
+                Err(e) => panic!("{e}"),
+            };
+            // All pairs, ranked by distance then index, each node keeping its nearest.
+            let keep = if cap.is_empty() { usize::MAX } else { 4 };
+            let proposals: Vec<BTreeSet<usize>> = (0..positions.len())
+                .map(|a| {
+                    let pa = positions[a];
+                    let mut near: Vec<(f64, usize)> = (0..positions.len())
+                        .filter(|&b| b != a)
+                        .map(|b| ((pa[0] - positions[b][0]).hypot(pa[1] - positions[b][1]), b))
+                        .filter(|&(d, _)| d <= radius)
+                        .collect();
+                    near.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.cmp(&q.1)));
+                    near.into_iter().take(keep).map(|(_, b)| b).collect()
+                })
+                .collect();
+            let expected: Vec<Vec<usize>> = (0..positions.len())
+                .map(|a| {
+                    proposals[a]
+                        .iter()
+                        .copied()
+                        .filter(|&b| proposals[b].contains(&a))
+                        .collect()
+                })
+                .collect();
+            let adjacency = t.adjacency();
+            assert!(adjacency.iter().map(Vec::len).sum::<usize>() > 300);
+            assert_eq!(adjacency, expected);
+        }
     }
 
     #[test]

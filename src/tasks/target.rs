@@ -50,7 +50,6 @@ fn default_direction_noise() -> f64 {
 /// The target-localization task on one node.
 pub struct TargetLocalization {
     layout: Arc<Layout>,
-    shard: TargetShard,
     position: [f64; 2],
     step_size: f64,
     rng: SmallRng,
@@ -60,6 +59,9 @@ pub struct TargetLocalization {
     d: f64,
     /// The round's measured direction `u`.
     u: [f64; 2],
+    /// The offset from the node to its target, and the unit direction along it.
+    offset: [f64; 2],
+    direction: [f64; 2],
 }
 
 impl TargetLocalization {
@@ -90,13 +92,16 @@ impl TargetLocalization {
             }
             Normal::new(0.0, sd).map_err(|_| bad())
         };
+        let (dx, dy) = (shard.target[0] - position[0], shard.target[1] - position[1]);
+        let distance = dx.hypot(dy);
         Ok(Self {
+            offset: [dx, dy],
+            direction: [dx / distance, dy / distance],
             layout: Self::layout_of(),
             distance_noise: noise("distance_noise", shard.distance_noise)?,
             direction_noise: noise("direction_noise", shard.direction_noise)?,
             step_size: ctx.step_size,
             rng: seed::rng(ctx.seed, Stream::Task, &[]),
-            shard,
             position,
             d: 0.0,
             u: [0.0; 2],
@@ -130,16 +135,13 @@ impl Task for TargetLocalization {
     }
 
     fn next_batch(&mut self, _round: u64) -> Result<(), TaskError> {
-        let [x0, x1] = self.position;
-        let [t0, t1] = self.shard.target;
-        let (dx, dy) = (t0 - x0, t1 - x1);
-        let dist = dx.hypot(dy);
-
         // A noisy unit direction toward the target, then the distance along it, plus noise.
+        let [e0, e1] = self.direction;
         self.u = [
-            dx / dist + self.direction_noise.sample(&mut self.rng),
-            dy / dist + self.direction_noise.sample(&mut self.rng),
+            e0 + self.direction_noise.sample(&mut self.rng),
+            e1 + self.direction_noise.sample(&mut self.rng),
         ];
+        let [dx, dy] = self.offset;
         self.d = dx * self.u[0] + dy * self.u[1] + self.distance_noise.sample(&mut self.rng);
         Ok(())
     }
