@@ -29,6 +29,7 @@ fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         node_id: "bench".into(),
         node_index: 0,
         seed: 1,
+        network_seed: 1,
         step_size: 1e-3,
         rounds: WARM_UP + MEASURED,
         position: None,
@@ -38,6 +39,7 @@ fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
             optimizer: Optimizer::Adam,
             test_every: 0,
             data: Some(PathBuf::from(dir)),
+            init: None,
         },
         shard: serde_json::json!({ "train_images": 2000, "test_images": 400 }),
     };

@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         node_id: "alone".into(),
         node_index: 0,
         seed: 2020,
+        network_seed: 2020,
         step_size: 1e-3,
         rounds,
         position: None,
@@ -30,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             optimizer: Optimizer::Adam,
             test_every: rounds_per_epoch,
             data: Some(dir.into()),
+            init: None,
         },
         shard: serde_json::json!({
             "train_images": 2000, "test_images": 400, "transform": transform

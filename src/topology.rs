@@ -590,6 +590,7 @@ impl Topology {
             node_id: node.id.clone(),
             node_index: index,
             seed: crate::seed::derive(self.seed, crate::seed::Stream::Task, &[index as u64]),
+            network_seed: self.seed,
             step_size: self.step_size,
             rounds: self.rounds,
             position: node.position,

@@ -20,7 +20,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 
-use super::{BatchMetrics, Optimizer, TaskContext, TaskError, TestMetrics};
+use super::{BatchMetrics, Init, Optimizer, TaskContext, TaskError, TestMetrics};
 use crate::params::Layout;
 use crate::seed::{self, Stream};
 
@@ -131,7 +131,7 @@ pub struct StepTimings {
 struct Batch {
     input: Tensor,
     labels: Vec<u32>,
-    /// Whether the local step uses this batch (the node saw it this round).
+    /// Whether the local step uses this batch (the node learns from it).
     step: bool,
 }
 
@@ -146,7 +146,7 @@ pub struct Classifier<M> {
     test_every: u64,
     rounds: u64,
     data_fraction: f64,
-    seed: u64,
+    init_seed: u64,
     batch_rng: SmallRng,
     order: Vec<usize>,
     next: usize,
@@ -157,8 +157,8 @@ pub struct Classifier<M> {
 impl<M: Model> Classifier<M> {
     /// Sets up a node's classifier on its training and held-out examples.
     ///
-    /// `data_fraction` is the share of rounds in which the node sees a new batch (1 for every
-    /// round); it must lie in (0, 1].
+    /// `data_fraction` is the share of rounds in which the node learns from its batch (1 for
+    /// every round); it must lie in (0, 1].
     pub fn new(
         ctx: &TaskContext,
         model: M,
@@ -199,7 +199,7 @@ impl<M: Model> Classifier<M> {
             test_every: ctx.settings.test_every,
             rounds: ctx.rounds,
             data_fraction,
-            seed: ctx.seed,
+            init_seed: ctx.init_seed(Init::Shared),
             batch_rng: seed::rng(ctx.seed, Stream::Task, &[BATCH_STREAM]),
             order: Vec::new(),
             next: 0,
@@ -233,23 +233,32 @@ impl<M: Model> Classifier<M> {
         self.batch.as_ref().is_some_and(|b| b.step)
     }
 
-    /// The initial model, drawn from the node's seed.
+    /// Relabels every example, training and held-out: class `c` becomes `classes - 1 - c`.
+    /// This is how a `label-flip` attacker poisons its own data.
+    pub fn flip_labels(&mut self) {
+        let top = self.model.classes() as u32 - 1;
+        for examples in [&mut self.train, &mut self.test] {
+            for label in &mut examples.labels {
+                *label = top - *label;
+            }
+        }
+        self.batch = None;
+    }
+
+    /// The initial model: by default the same on every node of the network (see [`Init`]).
     pub fn init(&mut self) -> Vec<f32> {
-        let mut rng = seed::rng(self.seed, Stream::Task, &[INIT_STREAM]);
+        let mut rng = seed::rng(self.init_seed, Stream::Task, &[INIT_STREAM]);
         self.model.init(&mut rng)
     }
 
     /// Draws the batch of `round`.
     ///
-    /// A node that sees only a fraction of the batches takes no local step in the other rounds
-    /// and scores models on its most recent batch, so it neither learns from nor judges by more
-    /// data than its fraction.
+    /// Every round draws the next batch, which the node scores models on; a node that learns
+    /// from only a fraction of the batches takes its local step in that share of the rounds
+    /// and leaves its model as it is in the others (as the authors' experiments model nodes
+    /// with less data).
     pub fn next_batch(&mut self, round: u64) -> Result<(), TaskError> {
-        let fresh = sees_batch(round, self.data_fraction);
-        if let (false, Some(batch)) = (fresh, self.batch.as_mut()) {
-            batch.step = false;
-            return Ok(());
-        }
+        let step = sees_batch(round, self.data_fraction);
 
         // Walk through the training part in a new random order each epoch; a remainder too
         // short for a full batch waits for the next epoch.
@@ -267,7 +276,7 @@ impl<M: Model> Classifier<M> {
         self.batch = Some(Batch {
             input,
             labels,
-            step: fresh,
+            step,
         });
         Ok(())
     }
@@ -340,7 +349,7 @@ impl<M: Model> Classifier<M> {
     }
 }
 
-/// Whether a node that sees `fraction` of the batches gets a new one in `round`: the rounds
+/// Whether a node that learns from `fraction` of the batches steps in `round`: the rounds
 /// that do are spread evenly, beginning with round 0 (with 0.1, rounds 0, 10, 20, ...).
 pub fn sees_batch(round: u64, fraction: f64) -> bool {
     if round == 0 || fraction >= 1.0 {

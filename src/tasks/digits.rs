@@ -11,8 +11,12 @@
 //!
 //! ```toml
 //! shard = { data = "/usr/share/datasets/fashion-mnist", transform = "invert-permute",
-//!           train_images = 500, test_images = 400 }
+//!           train_images = 500, test_images = 400, data_fraction = 0.25 }
 //! ```
+//!
+//! A node has less data in one of two ways: fewer training images (`train_images`, which it
+//! then sees more often and may overfit), or a `data_fraction` of the rounds in which it learns
+//! from its batch at all, as in the authors' experiments.
 //!
 //! Decoded files are shared by the nodes of one process while any of them holds them.
 
@@ -71,6 +75,14 @@ pub struct DigitsShard {
     /// Held-out images the node draws.
     #[serde(default = "default_test_images")]
     pub test_images: usize,
+    /// Share of rounds in which the node learns from its batch, in (0, 1]: the authors' way
+    /// of giving some nodes less data.
+    #[serde(default = "full")]
+    pub data_fraction: f64,
+}
+
+fn full() -> f64 {
+    1.0
 }
 
 fn default_test_images() -> usize {
@@ -134,7 +146,7 @@ impl DigitsTask {
             "digits shard drawn"
         );
 
-        let classifier = Classifier::new(ctx, Cnn::new(), train, test, 1.0)?;
+        let classifier = Classifier::new(ctx, Cnn::new(), train, test, shard.data_fraction)?;
         Ok(Self {
             classifier,
             _data: [train_set, test_set],
@@ -193,6 +205,11 @@ impl Task for DigitsTask {
         _combined: &[f32],
     ) -> Result<BatchMetrics, TaskError> {
         Ok(adapt)
+    }
+
+    fn flip_labels(&mut self) -> bool {
+        self.classifier.flip_labels();
+        true
     }
 
     fn test(&mut self, round: u64, model: &[f32]) -> Result<Option<TestMetrics>, TaskError> {
@@ -465,6 +482,7 @@ mod tests {
             node_id: "node-3".into(),
             node_index: 3,
             seed: 42,
+            network_seed: 42,
             step_size: 3e-3,
             rounds: 20,
             position: None,
@@ -474,6 +492,7 @@ mod tests {
                 optimizer: Optimizer::Adam,
                 test_every: 10,
                 data: Some(dir.to_path_buf()),
+                init: None,
             },
             shard,
         }

@@ -12,8 +12,8 @@
 //! shard = { subject = 7, data_fraction = 0.1 }
 //! ```
 //!
-//! `data_fraction` models a node with less data: it sees a new batch in only that share of the
-//! rounds (see [`Classifier::next_batch`]). The parsed data set is shared by the nodes of one
+//! `data_fraction` models a node with less data: it learns from its batch in only that share
+//! of the rounds (see [`Classifier::next_batch`]). The parsed data set is shared by the nodes of one
 //! process while any of them holds it.
 
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ const TRAIN_SHARE: f64 = 0.75;
 pub struct HarShard {
     /// The subject whose rows the node owns.
     pub subject: u32,
-    /// Share of rounds in which the node sees a new batch, in (0, 1].
+    /// Share of rounds in which the node learns from its batch, in (0, 1].
     #[serde(default = "full")]
     pub data_fraction: f64,
     /// The data folder, when it is not the task settings' `data`.
@@ -192,6 +192,11 @@ impl Task for HarTask {
         _combined: &[f32],
     ) -> Result<BatchMetrics, TaskError> {
         Ok(adapt)
+    }
+
+    fn flip_labels(&mut self) -> bool {
+        self.classifier.flip_labels();
+        true
     }
 
     fn test(&mut self, round: u64, model: &[f32]) -> Result<Option<TestMetrics>, TaskError> {
@@ -413,7 +418,7 @@ fn data_error(path: &Path, reason: String) -> TaskError {
 mod tests {
     use super::*;
     use crate::tasks::classify::tests::check_gradient;
-    use crate::tasks::{Optimizer, TaskSettings};
+    use crate::tasks::{Init, Optimizer, TaskSettings};
 
     /// A fresh folder under the system's temporary directory.
     fn temp_dir(name: &str) -> PathBuf {
@@ -481,6 +486,7 @@ mod tests {
             node_id: "node-5".into(),
             node_index: 5,
             seed: 9,
+            network_seed: 9,
             step_size: 0.1,
             rounds: 60,
             position: None,
@@ -490,6 +496,7 @@ mod tests {
                 optimizer: Optimizer::Sgd,
                 test_every: 30,
                 data: Some(dir.to_path_buf()),
+                init: None,
             },
             shard,
         }
@@ -577,6 +584,24 @@ mod tests {
     }
 
     #[test]
+    fn nodes_share_their_initial_model_unless_told_otherwise() {
+        let dir = temp_dir("init");
+        write_set(&dir, &[(1, 20), (2, 20)], &[]);
+        let init = |subject: u32, seed: u64, init: Option<Init>| {
+            let mut ctx = context(&dir, serde_json::json!({ "subject": subject }));
+            ctx.seed = seed;
+            ctx.settings.init = init;
+            HarTask::new(&ctx).unwrap().init()
+        };
+        let (a, b) = (init(1, 11, None), init(2, 12, None));
+        assert_eq!(a, b);
+        assert!(a.iter().any(|&v| v != 0.0));
+        assert_eq!(init(2, 12, Some(Init::Shared)), a);
+        assert_ne!(init(1, 11, Some(Init::Own)), init(2, 12, Some(Init::Own)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_node_with_a_tenth_of_the_data_steps_every_tenth_round() {
         let dir = temp_dir("fraction");
         write_set(&dir, &[(1, 60)], &[]);
@@ -598,9 +623,8 @@ mod tests {
             scores.push(out[0]);
         }
         assert_eq!(stepped, vec![0, 10, 20]);
-        // Rounds without a new batch score on the last batch seen.
-        assert!(scores[1..10].iter().all(|&s| s == scores[0]));
-        assert_ne!(scores[10], scores[0]);
+        // Every round scores on a batch of its own, stepping or not.
+        assert!(scores.windows(2).all(|w| w[0] != w[1]), "{scores:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

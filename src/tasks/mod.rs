@@ -97,7 +97,7 @@ pub trait Task: Send {
     /// The model's named tensors.
     fn layout(&self) -> &Arc<Layout>;
 
-    /// The initial model, drawn from the node's own seed.
+    /// The initial model (see [`Init`]).
     fn init(&mut self) -> Vec<f32>;
 
     /// Draws the batch of `round`: the streaming measurement or the next mini-batch.
@@ -119,6 +119,12 @@ pub trait Task: Send {
         adapt: BatchMetrics,
         combined: &[f32],
     ) -> Result<BatchMetrics, TaskError>;
+
+    /// Relabels the node's examples, class `c` becoming `classes - 1 - c`, and says whether
+    /// it could: only classification tasks have labels.
+    fn flip_labels(&mut self) -> bool {
+        false
+    }
 
     /// Evaluates `model` on held-out data when an evaluation is due after `round`.
     fn test(&mut self, round: u64, model: &[f32]) -> Result<Option<TestMetrics>, TaskError> {
@@ -157,6 +163,22 @@ pub struct TaskSettings {
     /// Where the task's data set lives, for tasks that read files.
     #[serde(default)]
     pub data: Option<std::path::PathBuf>,
+    /// Where each node's initial model comes from; by default `shared` for the classification
+    /// tasks and `own` for target localization.
+    #[serde(default)]
+    pub init: Option<Init>,
+}
+
+/// Where a node's initial model comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// Every node draws the same model from the network's seed. Neural networks need it:
+    /// two independently initialised networks order their hidden units differently, so
+    /// averaging them destroys what each has learned.
+    Shared,
+    /// Each node draws its own model from its own seed.
+    Own,
 }
 
 fn default_batch_size() -> usize {
@@ -171,6 +193,7 @@ impl Default for TaskSettings {
             optimizer: Optimizer::default(),
             test_every: 0,
             data: None,
+            init: None,
         }
     }
 }
@@ -184,6 +207,8 @@ pub struct TaskContext {
     pub node_index: usize,
     /// A seed for this node alone, derived from the topology's seed and the node's index.
     pub seed: u64,
+    /// The topology's seed, which every node shares.
+    pub network_seed: u64,
     /// Step size (learning rate) of the local step.
     pub step_size: f64,
     /// The rounds the node runs in all.
@@ -194,6 +219,16 @@ pub struct TaskContext {
     pub settings: TaskSettings,
     /// The node's `shard` table, in the form the task itself deserializes.
     pub shard: serde_json::Value,
+}
+
+impl TaskContext {
+    /// The seed the node's initial model is drawn from, given the task's default `init`.
+    pub fn init_seed(&self, default: Init) -> u64 {
+        match self.settings.init.unwrap_or(default) {
+            Init::Shared => crate::seed::derive(self.network_seed, crate::seed::Stream::Task, &[]),
+            Init::Own => self.seed,
+        }
+    }
 }
 
 /// The model layout of the task a context names, without reading the node's shard where the

@@ -20,7 +20,7 @@ use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use super::{BatchMetrics, Task, TaskContext, TaskError, TaskKind};
+use super::{BatchMetrics, Init, Task, TaskContext, TaskError, TaskKind};
 use crate::params::{Layout, TensorSpec};
 use crate::seed::{self, Stream};
 
@@ -53,6 +53,8 @@ pub struct TargetLocalization {
     position: [f64; 2],
     step_size: f64,
     rng: SmallRng,
+    /// Where the initial model is drawn from when the network shares one.
+    shared_init: Option<u64>,
     distance_noise: Normal<f64>,
     direction_noise: Normal<f64>,
     /// The round's measured distance `d`.
@@ -102,6 +104,8 @@ impl TargetLocalization {
             direction_noise: noise("direction_noise", shard.direction_noise)?,
             step_size: ctx.step_size,
             rng: seed::rng(ctx.seed, Stream::Task, &[]),
+            shared_init: (ctx.settings.init == Some(Init::Shared))
+                .then(|| ctx.init_seed(Init::Own)),
             position,
             d: 0.0,
             u: [0.0; 2],
@@ -131,7 +135,10 @@ impl Task for TargetLocalization {
     }
 
     fn init(&mut self) -> Vec<f32> {
-        vec![self.rng.random::<f32>(), self.rng.random::<f32>()]
+        // A node's own initial model comes from its measurement stream, as it always has.
+        let mut shared = self.shared_init.map(|s| seed::rng(s, Stream::Task, &[]));
+        let rng = shared.as_mut().unwrap_or(&mut self.rng);
+        vec![rng.random::<f32>(), rng.random::<f32>()]
     }
 
     fn next_batch(&mut self, _round: u64) -> Result<(), TaskError> {
@@ -192,6 +199,7 @@ mod tests {
             node_id: "n".into(),
             node_index: 0,
             seed: 1,
+            network_seed: 1,
             step_size: 0.1,
             rounds: 10,
             position: Some([1.0, 2.0]),
@@ -259,6 +267,7 @@ mod tests {
             node_id: "node-3".into(),
             node_index: 0,
             seed: 1,
+            network_seed: 1,
             step_size: 0.1,
             rounds: 1,
             position: Some([0.0, 0.0]),
