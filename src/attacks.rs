@@ -127,6 +127,9 @@ pub enum AttackSpec {
         #[serde(default = "default_lag")]
         lag: u64,
     },
+    /// Classification tasks only: trains by itself, honestly, on its own shard with every
+    /// label flipped (class `c` becomes `classes - 1 - c`), and sends its adapted model.
+    LabelFlip,
 }
 
 fn default_std() -> f64 {
@@ -217,7 +220,7 @@ impl Malformation {
 }
 
 /// The known attack names, for `byzmtl compare --attacks` and error messages.
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
     "uniform",
     "small-noise",
     "gaussian",
@@ -235,6 +238,7 @@ pub const NAMES: [&str; 19] = [
     "straggle",
     "malformed",
     "replay",
+    "label-flip",
     // Names accepted for the paper's attack on either kind of task.
     "paper",
     "default",
@@ -289,6 +293,7 @@ impl AttackSpec {
             Self::Straggle { .. } => "straggle",
             Self::Malformed { .. } => "malformed",
             Self::Replay { .. } => "replay",
+            Self::LabelFlip => "label-flip",
         }
     }
 
@@ -367,7 +372,8 @@ impl AttackSpec {
             | Self::Crash { .. }
             | Self::Straggle { .. }
             | Self::Malformed { .. }
-            | Self::Replay { .. } => Ok(()),
+            | Self::Replay { .. }
+            | Self::LabelFlip => Ok(()),
         }
     }
 
@@ -380,6 +386,7 @@ impl AttackSpec {
                 | Self::Gaussian { .. }
                 | Self::Zero
                 | Self::Malformed { .. }
+                | Self::LabelFlip
         )
     }
 
@@ -399,8 +406,19 @@ pub enum AttackError {
     #[error("node `{node}`: mimic attack names `{neighbour}`, which is not an honest neighbour")]
     NotAnHonestNeighbour { node: String, neighbour: String },
     /// The attack needs a task it does not have.
-    #[error("node `{node}`: {attack} attack works only on target localization")]
-    WrongTask { node: String, attack: &'static str },
+    #[error("node `{node}`: {attack} attack works only on {needs}")]
+    WrongTask {
+        node: String,
+        attack: &'static str,
+        needs: &'static str,
+    },
+    /// The attack trains on a shard of its own, which could not be set up.
+    #[error("node `{node}`: {attack} attack cannot set up its own task: {reason}")]
+    OwnTask {
+        node: String,
+        attack: &'static str,
+        reason: String,
+    },
     /// A victim's task could not be read.
     #[error("node `{node}`: cannot read a victim's task: {reason}")]
     Victim { node: String, reason: String },
@@ -465,6 +483,82 @@ pub struct Attacker {
     /// The latest observations, oldest first, and round 0's (for `replay`).
     history: VecDeque<Observation>,
     first: Option<Observation>,
+    /// The attacker's own learning, for `label-flip`.
+    trainer: Option<Trainer>,
+}
+
+/// A Byzantine node's own training on poisoned data: alone, one local step a round.
+struct Trainer {
+    task: Box<dyn Task>,
+    model: Vec<f32>,
+    adapted: Vec<f32>,
+    /// The first round not trained yet.
+    next_round: u64,
+    /// The latest rounds' models, oldest first, for requesters a round or two behind.
+    recent: VecDeque<(u64, Vec<f32>)>,
+}
+
+impl Trainer {
+    /// How many past rounds' models a trainer keeps.
+    const KEEP: usize = 8;
+
+    fn new(topology: &Topology, index: usize, spec: &AttackSpec) -> Result<Self, AttackError> {
+        let node = topology.nodes[index].id.clone();
+        if topology.task_kind() == TaskKind::TargetLocalization {
+            return Err(AttackError::WrongTask {
+                node,
+                attack: spec.name(),
+                needs: "classification tasks",
+            });
+        }
+        let mut task =
+            tasks::build(&topology.task_context(index)).map_err(|e| AttackError::OwnTask {
+                node: node.clone(),
+                attack: spec.name(),
+                reason: e.to_string(),
+            })?;
+        if !task.flip_labels() {
+            return Err(AttackError::WrongTask {
+                node,
+                attack: spec.name(),
+                needs: "classification tasks",
+            });
+        }
+        let model = task.init();
+        Ok(Self {
+            adapted: model.clone(),
+            model,
+            task,
+            next_round: 0,
+            recent: VecDeque::new(),
+        })
+    }
+
+    /// The adapted model of `round`, training up to it first; `None` if the task failed or
+    /// the round is too old to be kept.
+    fn model_of(&mut self, round: u64) -> Option<Vec<f32>> {
+        while self.next_round <= round {
+            let r = self.next_round;
+            if let Err(e) = self.task.next_batch(r) {
+                tracing::warn!(round = r, error = %e, "label-flip training failed");
+                return None;
+            }
+            if let Err(e) = self.task.adapt(&self.model, &mut self.adapted) {
+                tracing::warn!(round = r, error = %e, "label-flip training failed");
+                return None;
+            }
+            std::mem::swap(&mut self.model, &mut self.adapted);
+            self.recent.push_back((r, self.model.clone()));
+            while self.recent.len() > Self::KEEP {
+                self.recent.pop_front();
+            }
+            self.next_round += 1;
+        }
+        self.recent
+            .iter()
+            .find(|(r, _)| *r == round)
+            .map(|(_, m)| m.clone())
+    }
 }
 
 impl std::fmt::Debug for Attacker {
@@ -495,6 +589,7 @@ impl Attacker {
             victims: HashMap::new(),
             history: VecDeque::new(),
             first: None,
+            trainer: None,
         }
     }
 
@@ -558,6 +653,7 @@ impl Attacker {
             return Err(AttackError::WrongTask {
                 node,
                 attack: spec.name(),
+                needs: "target localization",
             });
         }
         if omniscient && target {
@@ -578,6 +674,9 @@ impl Attacker {
                 attacker.victims.insert(k, victim);
             }
         }
+        if matches!(spec, AttackSpec::LabelFlip) {
+            attacker.trainer = Some(Trainer::new(topology, index, &spec)?);
+        }
         attacker.honest = honest;
         Ok(attacker)
     }
@@ -595,6 +694,12 @@ impl Attacker {
     /// Whether the attack looks at the honest neighbours' models before crafting.
     pub fn observes(&self) -> bool {
         self.spec.observes()
+    }
+
+    /// Whether crafting may train a model, which takes long enough to keep off an async
+    /// runtime's worker threads.
+    pub fn trains(&self) -> bool {
+        self.trainer.is_some()
     }
 
     /// The length of the models the attack crafts.
@@ -726,6 +831,7 @@ impl Attacker {
                     .or(self.first.as_ref().filter(|_| round < lag));
                 model(seen.and_then(|(_, m)| mean(m)))
             }
+            AttackSpec::LabelFlip => model(self.trainer.as_mut().and_then(|t| t.model_of(round))),
         }
     }
 

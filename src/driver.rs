@@ -194,7 +194,7 @@ pub enum DriverError {
 }
 
 /// Runs CPU-bound work without stalling other tasks on a multi-threaded runtime.
-fn compute<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn compute<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -419,8 +419,8 @@ pub async fn run_honest<E: Exchange>(
 
 /// Follows a Byzantine node's neighbours until they no longer need it.
 ///
-/// The node's store crafts models on request. It is done when every neighbour that has
-/// fetched from it has fetched the last round, or when no neighbour has asked for anything
+/// The node's store crafts models on request. It is done when every neighbour that has asked
+/// it for anything has asked for the last round, or when no neighbour has asked for anything
 /// for a whole `idle` period.
 pub async fn run_byzantine(
     store: &ModelStore,

@@ -179,6 +179,18 @@ impl Engine {
                 params::axpy(&mut self.combined, w, m);
             }
         }
+        // Models that each passed validation can still sum past the range of f32 (a neighbour
+        // sending huge values under a rule that trusts it); rather than carry infinities and
+        // NaN into every later round, the node keeps its own adapted model for this one.
+        if !self.combined.iter().all(|v| v.is_finite()) {
+            tracing::warn!(
+                round,
+                "combined model is not finite; keeping my adapted model"
+            );
+            self.combined.copy_from_slice(&self.adapted);
+            self.weights.iter_mut().for_each(|w| *w = 0.0);
+            self.weights[0] = 1.0;
+        }
         std::mem::swap(&mut self.model, &mut self.combined);
 
         let metrics = self.task.round_metrics(self.adapt_metrics, &self.model)?;

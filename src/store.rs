@@ -6,8 +6,8 @@
 //! has observed its honest neighbours' models of the round if its attack looks at them
 //! ([`observe_neighbours`] gathers them); the answer may be silence, a late model or a
 //! malformed message ([`ModelStore::get_wire`] is what the server sends). The store also
-//! notes which neighbours have fetched which round, so a finished node knows when the
-//! neighbours that depend on it are done.
+//! notes which neighbours have fetched which round (for a Byzantine node, asked for it), so a
+//! finished node knows when the neighbours that depend on it are done.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -152,12 +152,19 @@ impl ModelStore {
                 last: self.rounds.saturating_sub(1),
             });
         }
-        let answer = match &self.attacker {
-            Some(attacker) => self.craft(attacker, round, requester).await?,
-            None => Answer::Model(self.wait_for(round).await?),
-        };
-        self.note_fetch(round, requester);
-        Ok(answer)
+        match &self.attacker {
+            Some(attacker) => {
+                // A Byzantine node counts a request when it arrives: it owes nobody an answer,
+                // and silence or a late answer to the last round must not keep it running.
+                self.note_fetch(round, requester);
+                self.craft(attacker, round, requester).await
+            }
+            None => {
+                let model = self.wait_for(round).await?;
+                self.note_fetch(round, requester);
+                Ok(Answer::Model(model))
+            }
+        }
     }
 
     /// Crafts a Byzantine node's answer, after observing the round if the attack needs to.
@@ -183,7 +190,11 @@ impl ModelStore {
                 }
             }
         }
-        let crafted = lock(attacker).craft(round, requester);
+        let crafted = if lock(attacker).trains() {
+            crate::driver::compute(|| lock(attacker).craft(round, requester))
+        } else {
+            lock(attacker).craft(round, requester)
+        };
         match crafted {
             Crafted::Model(model) => Ok(Answer::Model(Arc::from(model))),
             Crafted::Delayed { after, model } => {
@@ -282,8 +293,8 @@ fn lock(attacker: &Mutex<Attacker>) -> std::sync::MutexGuard<'_, Attacker> {
 }
 
 /// Runs a Byzantine node's observations: every round, gathers its honest neighbours' adapted
-/// models through `exchange` (which asks `honest`, node indices in the same order) until the
-/// round deadline, and records them in `store`. Ends after the last round, or when the store
+/// models through `exchange` (which asks `honest`, node indices in the same order) until all
+/// have answered or the start-up grace has passed, and records them in `store`. Ends after the last round, or when the store
 /// stops.
 pub async fn observe_rounds<E: Exchange>(
     store: &ModelStore,
@@ -292,12 +303,12 @@ pub async fn observe_rounds<E: Exchange>(
     timing: Timing,
 ) {
     let mut stopped = store.stopped.subscribe();
+    // Honest nodes publish round `r` only when they begin it, which can be long after this
+    // node has observed round `r - 1` (when they wait out a slow neighbour, say). So every
+    // round waits as long as the first: a round deadline counted from here would expire
+    // before the round has begun, and the attack would go blind.
+    let wait = timing.startup_grace.max(timing.round_deadline);
     for round in 0..store.rounds {
-        let wait = if round == 0 {
-            timing.startup_grace
-        } else {
-            timing.round_deadline
-        };
         let gathered = tokio::select! {
             g = exchange.gather(round, Instant::now() + wait) => g,
             _ = stopped.wait_for(|&s| s) => return,

@@ -88,6 +88,9 @@ fn every_attack_is_filtered_by_the_loss_rule() {
         if name == "filter-evasion" {
             continue; // Checked on its own below: it is built to pass the filter.
         }
+        if name == "label-flip" {
+            continue; // Classification only, checked on its own below.
+        }
         let spec = AttackSpec::named(name, byzmtl::tasks::TaskKind::TargetLocalization)
             .unwrap_or_else(|e| panic!("{e}"));
         let table = toml::to_string(&spec)
@@ -273,4 +276,150 @@ fn bad_parameters_name_the_node() {
         err.is_some_and(|e| e.contains("`b`") && e.contains("step")),
         "{text}"
     );
+}
+
+/// A tiny data set in the UCI HAR layout: four features, three classes that the feature with
+/// the largest value tells apart, `rows` rows for each of subjects 1 to 3 in both parts.
+fn har_files(dir: &std::path::Path, rows: usize) {
+    let write = |path: std::path::PathBuf, text: String| {
+        std::fs::create_dir_all(path.parent().unwrap_or(dir)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    };
+    write(dir.join("features.txt"), "1 a\n2 b\n3 c\n4 d\n".into());
+    write(
+        dir.join("activity_labels.txt"),
+        "1 WALKING\n2 SITTING\n3 LAYING\n".into(),
+    );
+    let mut n = 0usize;
+    for part in ["train", "test"] {
+        let (mut x, mut y, mut s) = (String::new(), String::new(), String::new());
+        for subject in 1..=3 {
+            for _ in 0..rows {
+                let class = n % 3;
+                let row: Vec<String> = (0..4)
+                    .map(|f| {
+                        let v = if f == class {
+                            0.9
+                        } else {
+                            -0.1 * ((n + f) % 5) as f32
+                        };
+                        format!("{:.7e}", v + 1e-4 * (n % 7) as f32)
+                    })
+                    .collect();
+                x += &format!("  {}\n", row.join(" "));
+                y += &format!("{}\n", class + 1);
+                s += &format!("{subject}\n");
+                n += 1;
+            }
+        }
+        write(dir.join(part).join(format!("X_{part}.txt")), x);
+        write(dir.join(part).join(format!("y_{part}.txt")), y);
+        write(dir.join(part).join(format!("subject_{part}.txt")), s);
+    }
+}
+
+// A label-flip attacker really trains, on its own shard with every label flipped: its model
+// learns the flipped task as well as an honest node learns the true one, and is wrong on the
+// true labels wherever flipping changes them. It refuses target localization.
+#[test]
+fn label_flip_trains_on_flipped_labels() {
+    let dir = std::env::temp_dir().join(format!("byzmtl-label-flip-{}", std::process::id()));
+    har_files(&dir, 40);
+    let rounds = 60;
+    let mut text = format!(
+        "name = \"flip\"\nseed = 3\nrounds = {rounds}\nstep_size = 0.5\n\
+         [task]\nkind = \"har\"\ndata = \"{}\"\n",
+        dir.display()
+    );
+    for k in 0..3 {
+        let byzantine = if k == 2 {
+            "role = \"byzantine\"\nattack = { kind = \"label-flip\" }\n"
+        } else {
+            ""
+        };
+        text += &format!(
+            "[[nodes]]\nid = \"n{k}\"\naddress = \"127.0.0.1:{}\"\nshard = {{ subject = {} }}\n\
+             {byzantine}",
+            7950 + k,
+            k + 1
+        );
+    }
+    let t = Topology::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let spec = t.attack_of(2).unwrap_or_else(|| panic!("n2 is Byzantine"));
+    let len = byzmtl::tasks::layout(&t.task_context(2))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .len();
+    let attacker = || {
+        Attacker::for_node(&t, &t.adjacency(), 2, spec.clone(), len)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (mut a, mut again) = (attacker(), attacker());
+    let mut flipped = Vec::new();
+    for round in 0..rounds {
+        flipped = model(a.craft(round, "n0"));
+        // Every requester of a round gets the same model, and a second attacker the same.
+        assert_eq!(model(a.craft(round, "n1")), flipped);
+        assert_eq!(model(again.craft(round, "n1")), flipped);
+    }
+    // A requester a round behind still gets that round's model.
+    assert_eq!(model(a.craft(rounds - 2, "n0")).len(), len);
+
+    // An honest node on the same data learns alone.
+    let mut honest = byzmtl::tasks::build(&t.task_context(0)).unwrap_or_else(|e| panic!("{e}"));
+    let mut m = honest.init();
+    let mut adapted = m.clone();
+    for round in 0..rounds {
+        honest.next_batch(round).unwrap_or_else(|e| panic!("{e}"));
+        honest
+            .adapt(&m, &mut adapted)
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::mem::swap(&mut m, &mut adapted);
+    }
+    let accuracy = |task: &mut Box<dyn byzmtl::tasks::Task>, model: &[f32]| {
+        task.test(rounds - 1, model)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map_or(f64::NAN, |t| t.accuracy)
+    };
+    let honest_accuracy = accuracy(&mut honest, &m);
+    let flipped_on_truth = accuracy(&mut honest, &flipped);
+    let mut poisoned = byzmtl::tasks::build(&t.task_context(0)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(poisoned.flip_labels());
+    let flipped_on_flipped = accuracy(&mut poisoned, &flipped);
+    assert!(honest_accuracy > 0.9, "honest {honest_accuracy}");
+    assert!(
+        flipped_on_flipped > 0.9,
+        "flipped task {flipped_on_flipped}"
+    );
+    // Three classes: the middle one keeps its label, the other two swap.
+    assert!(flipped_on_truth < 0.45, "true labels {flipped_on_truth}");
+
+    let target = network(Rule::LossFiltered, "{ kind = \"label-flip\" }", 5);
+    let spec = target
+        .attack_of(5)
+        .unwrap_or_else(|| panic!("b is Byzantine"));
+    let err = Attacker::for_node(&target, &target.adjacency(), 5, spec, 2).err();
+    assert!(
+        err.as_ref()
+            .is_some_and(|e| e.to_string().contains("classification")),
+        "{err:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// A huge `scaled` model drives the average rule's models past the range of f32; the nodes
+// keep their own adapted model in such a round instead of carrying infinities and NaN on.
+#[test]
+fn combined_models_stay_finite() {
+    let result = run(&network(
+        Rule::Average,
+        "{ kind = \"scaled\", lambda = 1e6 }",
+        60,
+    ));
+    let honest: Vec<&Vec<f64>> = result.losses.iter().filter(|l| !l.is_empty()).collect();
+    assert_eq!(honest.len(), 5);
+    for losses in honest {
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        // The attack does get through: the average rule is broken, only not into NaN.
+        assert!(losses[losses.len() - 1] > 1e6, "{losses:?}");
+    }
 }

@@ -250,3 +250,90 @@ async fn malformed_models_are_rejected_and_counted() {
     }
     server.abort();
 }
+
+// Byzantine neighbours that crash, straggle past the deadline or send malformed models never
+// hold an honest node up: every round of every honest node ends within the round deadline
+// (plus scheduling slack), the run finishes, and each misbehaving neighbour shows up in the
+// rounds' timeouts or rejections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_neighbours_cannot_slow_honest_rounds_past_the_deadline() {
+    let deadline_ms = 600.0;
+    let rounds = 12;
+    let attacks = [
+        ("crash", "{ kind = \"crash\", from_round = 3 }"),
+        ("straggle", "{ kind = \"straggle\", delay_ms = 5000 }"),
+        ("malformed", "{ kind = \"malformed\" }"),
+    ];
+    let mut text = format!(
+        "name = \"pace\"\nseed = 2\nrounds = {rounds}\nround_deadline_ms = {deadline_ms}\n\
+         startup_grace_ms = 20000\nlinger_ms = 1000\n"
+    );
+    for k in 0..2 {
+        text += &format!(
+            "[[nodes]]\nid = \"h{k}\"\naddress = \"{}\"\nposition = [{k}.0, 0.0]\n\
+             shard = {{ target = [10.0, 10.0] }}\n",
+            free_address()
+        );
+    }
+    for (name, attack) in attacks {
+        text += &format!(
+            "[[nodes]]\nid = \"{name}\"\naddress = \"{}\"\nposition = [0.5, 1.0]\n\
+             role = \"byzantine\"\nattack = {attack}\n",
+            free_address()
+        );
+    }
+    let network = Network::new("pace", &text);
+    let topology = Topology::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let out = network.dir.join("run");
+    let options = LaunchOptions {
+        node_bin: NODE_BIN.into(),
+        out: out.clone(),
+        progress: false,
+    };
+    let started = std::time::Instant::now();
+    if let Err(e) = launcher::launch(&topology, &options, std::future::pending()).await {
+        panic!("launch failed: {e}");
+    }
+    let elapsed = started.elapsed();
+
+    for id in ["h0", "h1"] {
+        let path = out.join(format!("{id}.jsonl"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(records.len(), rounds, "{id} did not finish every round");
+        let listed = |r: &serde_json::Value, key: &str, who: &str| {
+            r[key]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(who)))
+        };
+        // Round 0 waits out the start-up grace for peers that are still starting.
+        for r in &records[1..] {
+            let gather = r["gather_ms"].as_f64().unwrap_or(f64::NAN);
+            assert!(
+                gather <= deadline_ms + 400.0,
+                "{id} round {}: gathering took {gather} ms",
+                r["round"]
+            );
+            assert!(listed(r, "timeouts", "straggle"), "{r}");
+            assert!(listed(r, "rejected", "malformed"), "{r}");
+            let weighed = |who: &str| r["weights"].get(who).is_some();
+            assert!(!weighed("straggle") && !weighed("malformed"), "{r}");
+        }
+        // The crash node answers (with the honest mean) until round 3, then never again.
+        for r in &records {
+            let crashed = r["round"].as_u64().is_some_and(|round| round >= 3);
+            assert_eq!(listed(r, "timeouts", "crash"), crashed, "{r}");
+            if crashed {
+                assert!(r["weights"].get("crash").is_none(), "{r}");
+            }
+        }
+    }
+    // A straggler's 5 s per round would have made this run take a minute.
+    assert!(
+        elapsed < Duration::from_secs(45),
+        "the run took {elapsed:?}"
+    );
+}
