@@ -87,9 +87,15 @@ pub async fn run_one(
             report::write_topology(dir, &ran)?;
             simulate::write_records(dir, &result)
                 .map_err(|source| CompareError::Simulate { rule, source })?;
+            let tests = result
+                .records
+                .iter()
+                .map(|r| report::last_test(r))
+                .collect();
             Ok(RunData {
                 topology: ran,
                 losses: result.losses,
+                tests,
             })
         }
     }
@@ -126,7 +132,11 @@ where
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|source| ReportError::Io { path, source })
     };
-    write("summary.txt", report::table(&summaries))?;
+    let mut text = report::table(&summaries);
+    if let Some(accuracy) = report::node_accuracy_table(&summaries) {
+        text += &format!("\n{accuracy}");
+    }
+    write("summary.txt", text)?;
     write(
         "summary.json",
         serde_json::to_string_pretty(&summaries).unwrap_or_default(),

@@ -341,6 +341,9 @@ async fn run_compare(
     watcher.abort();
     let comparison = result?;
     print!("{}", report::table(&comparison.summaries));
+    if let Some(accuracy) = report::node_accuracy_table(&comparison.summaries) {
+        print!("\n{accuracy}\n");
+    }
     println!(
         "{} runs in {:.1} s; run folders under {}",
         rules.len(),

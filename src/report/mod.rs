@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::driver::RoundRecord;
+use crate::tasks::TestMetrics;
 use crate::topology::{RoleKind, Topology, TopologyError};
 use plot::{LossSeries, NetworkNode, PlotError};
 
@@ -60,6 +61,8 @@ pub struct RunData {
     pub topology: Topology,
     /// Per node, the loss of each round; empty for Byzantine nodes.
     pub losses: Vec<Vec<f64>>,
+    /// Per node, its last held-out evaluation, for tasks that have held-out data.
+    pub tests: Vec<Option<TestMetrics>>,
 }
 
 impl RunData {
@@ -72,9 +75,11 @@ impl RunData {
         })?;
         let topology = Topology::from_toml(&text)?;
         let mut losses = Vec::with_capacity(topology.nodes.len());
+        let mut tests = Vec::with_capacity(topology.nodes.len());
         for node in &topology.nodes {
             if node.role == RoleKind::Byzantine {
                 losses.push(Vec::new());
+                tests.push(None);
                 continue;
             }
             let path = dir.join(format!("{}.jsonl", node.id));
@@ -86,15 +91,25 @@ impl RunData {
                     expected: topology.rounds as usize,
                 });
             }
+            tests.push(last_test(&records));
             losses.push(records.into_iter().map(|r| r.loss).collect());
         }
-        Ok(Self { topology, losses })
+        Ok(Self {
+            topology,
+            losses,
+            tests,
+        })
     }
 
     /// Indices of the honest nodes.
     pub fn honest(&self) -> Vec<usize> {
         self.topology.honest().collect()
     }
+}
+
+/// The last held-out evaluation among a node's round records.
+pub fn last_test(records: &[RoundRecord]) -> Option<TestMetrics> {
+    records.iter().rev().find_map(|r| r.test)
 }
 
 /// Reads one node's metrics file.
@@ -135,6 +150,12 @@ pub struct Summary {
     pub tail_mean: f64,
     /// Each honest node's mean loss over the last [`TAIL_ROUNDS`] rounds, by node id.
     pub node_tail: Vec<(String, f64)>,
+    /// Mean over honest nodes of the last held-out accuracy, for tasks that evaluate one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    /// Each honest node's last held-out accuracy, by node id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_test_accuracy: Vec<(String, f64)>,
 }
 
 /// The mean of a slice, NaN when empty.
@@ -160,9 +181,19 @@ pub fn summarize(label: &str, run: &RunData) -> Summary {
             (run.topology.nodes[k].id.clone(), mean(tail.iter().copied()))
         })
         .collect();
+    let node_test_accuracy: Vec<(String, f64)> = honest
+        .iter()
+        .filter_map(|&k| {
+            let test = run.tests.get(k).copied().flatten()?;
+            Some((run.topology.nodes[k].id.clone(), test.accuracy))
+        })
+        .collect();
     Summary {
         label: label.to_string(),
         honest: honest.len(),
+        test_accuracy: (!node_test_accuracy.is_empty())
+            .then(|| mean(node_test_accuracy.iter().map(|(_, a)| *a))),
+        node_test_accuracy,
         final_mean: mean(finals.iter().copied()),
         final_min: finals.iter().copied().fold(f64::INFINITY, f64::min),
         final_max: finals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
@@ -171,19 +202,58 @@ pub fn summarize(label: &str, run: &RunData) -> Summary {
     }
 }
 
-/// A plain-text table of summaries, one row per rule.
+/// A plain-text table of summaries, one row per rule, with the mean held-out accuracy when
+/// the task evaluates one.
 pub fn table(summaries: &[Summary]) -> String {
+    let tested = summaries.iter().any(|s| s.test_accuracy.is_some());
     let mut out = format!(
-        "{:<14} {:>6} {:>12} {:>12} {:>12} {:>14}\n",
+        "{:<14} {:>6} {:>12} {:>12} {:>12} {:>14}",
         "rule", "honest", "final mean", "final min", "final max", "last-50 mean"
     );
+    if tested {
+        out += &format!(" {:>14}", "test accuracy");
+    }
+    out.push('\n');
     for s in summaries {
         out += &format!(
-            "{:<14} {:>6} {:>12.4} {:>12.4} {:>12.4} {:>14.4}\n",
+            "{:<14} {:>6} {:>12.4} {:>12.4} {:>12.4} {:>14.4}",
             s.label, s.honest, s.final_mean, s.final_min, s.final_max, s.tail_mean
         );
+        if tested {
+            let accuracy = s
+                .test_accuracy
+                .map_or("-".to_string(), |a| format!("{:.4}", a));
+            out += &format!(" {accuracy:>14}");
+        }
+        out.push('\n');
     }
     out
+}
+
+/// Each honest node's last held-out accuracy under each rule, one row per node, when the
+/// task evaluates one; `None` otherwise.
+pub fn node_accuracy_table(summaries: &[Summary]) -> Option<String> {
+    let first = summaries
+        .iter()
+        .find(|s| !s.node_test_accuracy.is_empty())?;
+    let mut out = format!("{:<14}", "test accuracy");
+    for s in summaries {
+        out += &format!(" {:>14}", s.label);
+    }
+    out.push('\n');
+    for (node, _) in &first.node_test_accuracy {
+        out += &format!("{node:<14}");
+        for s in summaries {
+            let accuracy = s
+                .node_test_accuracy
+                .iter()
+                .find(|(n, _)| n == node)
+                .map_or("-".to_string(), |(_, a)| format!("{:.4}", a));
+            out += &format!(" {accuracy:>14}");
+        }
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// The per-round mean and min-max band of honest nodes' loss.
@@ -284,6 +354,7 @@ mod tests {
                 .map_err(|e| e.to_string())
                 .unwrap_or_else(|e| panic!("{e}")),
             losses: vec![vec![4.0, 2.0, 1.0], vec![2.0, 2.0, 3.0], vec![]],
+            tests: vec![None; 3],
         };
         let s = summarize("loss", &run);
         assert_eq!(
@@ -294,7 +365,31 @@ mod tests {
         let series = loss_series("loss", &run);
         assert_eq!(series.mean, vec![3.0, 2.0, 2.0]);
         assert_eq!(series.max, vec![4.0, 2.0, 3.0]);
-        assert!(table(&[s]).contains("loss"));
+        assert!(table(&[s.clone()]).contains("loss"));
+        assert!(!table(&[s.clone()]).contains("accuracy"));
+        assert_eq!(node_accuracy_table(&[s]), None);
+
+        // With held-out evaluations (a at 0.5, b at 0.75), the tables show them.
+        let test = |accuracy| {
+            Some(TestMetrics {
+                round: 2,
+                loss: 1.0,
+                accuracy,
+            })
+        };
+        let tested = RunData {
+            tests: vec![test(0.5), test(0.75), None],
+            ..run
+        };
+        let s = summarize("loss", &tested);
+        assert_eq!(s.test_accuracy, Some(0.625));
+        assert!(table(std::slice::from_ref(&s)).contains("0.6250"));
+        let nodes = node_accuracy_table(&[s]).unwrap_or_default();
+        assert!(
+            nodes.contains("0.5000") && nodes.contains("0.7500"),
+            "{nodes}"
+        );
+        assert!(!nodes.contains('z'), "{nodes}");
     }
 
     #[test]
