@@ -365,8 +365,8 @@ mod tests {
         let series = loss_series("loss", &run);
         assert_eq!(series.mean, vec![3.0, 2.0, 2.0]);
         assert_eq!(series.max, vec![4.0, 2.0, 3.0]);
-        assert!(table(&[s.clone()]).contains("loss"));
-        assert!(!table(&[s.clone()]).contains("accuracy"));
+        assert!(table(std::slice::from_ref(&s)).contains("loss"));
+        assert!(!table(std::slice::from_ref(&s)).contains("accuracy"));
         assert_eq!(node_accuracy_table(&[s]), None);
 
         // With held-out evaluations (a at 0.5, b at 0.75), the tables show them.
