@@ -174,7 +174,14 @@ impl AttackMatrix {
         for (a, attack) in self.attacks.iter().enumerate() {
             out += &format!("{attack:<16}");
             for r in 0..self.rules.len() {
-                out += &format!(" {:>13.2}x", self.relative(a, r));
+                // A broken rule can end astronomically far off: keep such ratios short.
+                let ratio = self.relative(a, r);
+                let ratio = if ratio.abs() < 1e6 {
+                    format!("{ratio:.2}x")
+                } else {
+                    format!("{ratio:.2e}x")
+                };
+                out += &format!(" {ratio:>14}");
             }
             let abs = none.map_or(f64::NAN, |n| self.tail[a][n]);
             out += &format!(" {abs:>12.4}\n");

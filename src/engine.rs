@@ -51,6 +51,8 @@ pub struct Engine {
     usable: Vec<bool>,
     weights: Vec<f64>,
     filtered: Vec<bool>,
+    /// Rounds whose combination was not finite (warned about once).
+    overflows: u64,
 }
 
 /// What one round came to.
@@ -83,6 +85,7 @@ impl Engine {
             usable: vec![false; n],
             weights: vec![0.0; n],
             filtered: vec![false; n],
+            overflows: 0,
         }
     }
 
@@ -183,10 +186,13 @@ impl Engine {
         // sending huge values under a rule that trusts it); rather than carry infinities and
         // NaN into every later round, the node keeps its own adapted model for this one.
         if !self.combined.iter().all(|v| v.is_finite()) {
-            tracing::warn!(
-                round,
-                "combined model is not finite; keeping my adapted model"
-            );
+            let message = "combined model is not finite; keeping my adapted model";
+            if self.overflows == 0 {
+                tracing::warn!(round, "{message}");
+            } else {
+                tracing::debug!(round, "{message}");
+            }
+            self.overflows += 1;
             self.combined.copy_from_slice(&self.adapted);
             self.weights.iter_mut().for_each(|w| *w = 0.0);
             self.weights[0] = 1.0;
