@@ -53,6 +53,8 @@ pub struct Engine {
     filtered: Vec<bool>,
     /// Rounds whose combination was not finite (warned about once).
     overflows: u64,
+    /// Scratch space for the losses of the models that arrived.
+    losses: Vec<f64>,
 }
 
 /// What one round came to.
@@ -86,6 +88,7 @@ impl Engine {
             weights: vec![0.0; n],
             filtered: vec![false; n],
             overflows: 0,
+            losses: Vec::with_capacity(n),
         }
     }
 
@@ -139,19 +142,40 @@ impl Engine {
             }
         };
 
-        // Score: measure every model that arrived, mine included.
+        // Score: measure every model that arrived, mine included. Losses are asked for all
+        // at once, so that a task can score the models side by side.
         let measure = self.settings.rule.measure();
         for l in 0..self.scores.len() {
             self.samples[l] = match (measure, model_at(l)) {
                 (_, None) => None,
-                (Measure::Nothing, Some(_)) => Some(0.0),
+                (Measure::Nothing | Measure::Loss, Some(_)) => Some(0.0),
                 (Measure::Distance, Some(m)) => Some(params::squared_distance(&self.model, m)),
-                (Measure::Loss, Some(m)) => {
-                    let mut loss = [0.0];
-                    self.task.losses(std::slice::from_ref(&m), &mut loss)?;
-                    Some(loss[0])
-                }
             };
+        }
+        if measure == Measure::Loss {
+            // A small neighbourhood's list of models lives on the stack: no allocation per
+            // round for the simulator's thousands of small nodes.
+            let n = self.scores.len();
+            let mut on_stack: [&[f32]; 16] = [&[]; 16];
+            let mut on_heap: Vec<&[f32]> = Vec::new();
+            let slots: &mut [&[f32]] = if n <= on_stack.len() {
+                &mut on_stack[..n]
+            } else {
+                on_heap.resize(n, &[]);
+                &mut on_heap
+            };
+            let mut count = 0;
+            for (slot, model) in slots.iter_mut().zip((0..n).filter_map(model_at)) {
+                *slot = model;
+                count += 1;
+            }
+            let models = &slots[..count];
+            self.losses.resize(count, 0.0);
+            self.task.losses(models, &mut self.losses)?;
+            let mut losses = self.losses.iter();
+            for sample in self.samples.iter_mut().filter(|s| s.is_some()) {
+                *sample = losses.next().copied();
+            }
         }
         if measure == Measure::Nothing {
             for (ok, s) in self.usable.iter_mut().zip(&self.samples) {

@@ -20,6 +20,8 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 
+use rayon::prelude::*;
+
 use super::{BatchMetrics, Init, Optimizer, TaskContext, TaskError, TestMetrics};
 use crate::params::Layout;
 use crate::seed::{self, Stream};
@@ -97,7 +99,7 @@ impl Examples {
 }
 
 /// A classifier's architecture, as the [`Classifier`] sees it.
-pub trait Model: Send {
+pub trait Model: Send + Sync {
     /// The named tensors of the flat parameter vector.
     fn layout(&self) -> &Arc<Layout>;
 
@@ -126,6 +128,10 @@ pub struct StepTimings {
     /// The optimizer's update.
     pub optimizer: Duration,
 }
+
+/// Models with at least this many parameters are scored in parallel; smaller ones score
+/// faster than a thread wakes up.
+const PARALLEL_SCORING_PARAMS: usize = 16_384;
 
 /// The round's mini-batch, ready for the model.
 struct Batch {
@@ -311,10 +317,23 @@ impl<M: Model> Classifier<M> {
     }
 
     /// Writes the loss of each model on the round's batch into `out`.
+    ///
+    /// Large models are scored side by side on the thread pool; each loss is computed alone,
+    /// so the numbers do not depend on how many threads there are.
     pub fn losses(&mut self, models: &[&[f32]], out: &mut [f64]) -> Result<(), TaskError> {
         let batch = self.batch.as_ref().ok_or_else(no_batch)?;
-        for (model, out) in models.iter().zip(out.iter_mut()) {
-            *out = batch_metrics(&self.model, model, &batch.input, &batch.labels)?.loss;
+        let score = |model: &&[f32]| {
+            batch_metrics(&self.model, model, &batch.input, &batch.labels).map(|m| m.loss)
+        };
+        if self.model.layout().len() >= PARALLEL_SCORING_PARAMS {
+            let losses: Vec<Result<f64, TaskError>> = models.par_iter().map(score).collect();
+            for (out, loss) in out.iter_mut().zip(losses) {
+                *out = loss?;
+            }
+        } else {
+            for (out, model) in out.iter_mut().zip(models) {
+                *out = score(model)?;
+            }
         }
         Ok(())
     }
