@@ -152,3 +152,33 @@ async fn killing_the_launcher_stops_every_node() {
     .await;
     assert!(Path::new(&out).join("r0.jsonl").is_file());
 }
+
+// `--rounds` and `--seed` on the command line override the topology file: the simulator then
+// runs that many rounds, and another seed gives other numbers.
+#[test]
+fn rounds_and_seed_flags_override_the_file() {
+    let network = Network::new("flags", &ring(40));
+    let simulate = |out: &str, seed: &str| {
+        let out = network.dir.join(out);
+        let status = Command::new(CLI_BIN)
+            .arg("simulate")
+            .arg(&network.topology)
+            .args(["--rounds", "7", "--seed", seed, "--out"])
+            .arg(&out)
+            .env_remove("BYZMTL_ROUNDS")
+            .env_remove("BYZMTL_SEED")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()));
+        std::fs::read_to_string(out.join("r0.jsonl")).unwrap_or_default()
+    };
+    let (first, same, other) = (
+        simulate("a", "11"),
+        simulate("b", "11"),
+        simulate("c", "12"),
+    );
+    assert_eq!(first.lines().count(), 7, "{first}");
+    assert_eq!(first, same);
+    assert_ne!(first, other);
+}

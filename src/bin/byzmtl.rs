@@ -47,6 +47,17 @@ struct RunArgs {
     in_process: bool,
 }
 
+/// Settings that override the topology file's (and its `BYZMTL_*` environment).
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct SettingArgs {
+    /// How many rounds to run.
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// The network's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the built-in demo: 20 nodes, 4 Byzantine, every rule, as local processes.
@@ -66,6 +77,8 @@ enum Command {
         /// The rule, overriding the topology's.
         #[arg(long)]
         rule: Option<Rule>,
+        #[command(flatten)]
+        settings: SettingArgs,
     },
     /// Runs a topology inside this process and prints its summary.
     Simulate {
@@ -77,6 +90,8 @@ enum Command {
         /// The rule, overriding the topology's.
         #[arg(long)]
         rule: Option<Rule>,
+        #[command(flatten)]
+        settings: SettingArgs,
     },
     /// Runs a topology once per rule and prints and draws the comparison.
     Compare {
@@ -96,6 +111,8 @@ enum Command {
         attacks: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        settings: SettingArgs,
     },
     /// Writes the paper's target-localization topology (or a variant) to a file.
     Generate {
@@ -164,8 +181,9 @@ async fn main() -> anyhow::Result<()> {
             topology,
             run,
             rule,
+            settings,
         } => {
-            let topology = load(&topology, rule)?;
+            let topology = load(&topology, rule, settings)?;
             let out = run.out.clone().unwrap_or_else(|| default_out(&topology));
             let runner = runner(&run);
             let data =
@@ -178,8 +196,9 @@ async fn main() -> anyhow::Result<()> {
             topology,
             out,
             rule,
+            settings,
         } => {
-            let topology = load(&topology, rule)?;
+            let topology = load(&topology, rule, settings)?;
             let out = out.unwrap_or_else(|| default_out(&topology));
             let started = std::time::Instant::now();
             let data =
@@ -203,8 +222,9 @@ async fn main() -> anyhow::Result<()> {
             rules,
             attacks,
             run,
+            settings,
         } => {
-            let topology = load(&topology, None)?;
+            let topology = load(&topology, None, settings)?;
             let out = run.out.clone().unwrap_or_else(|| default_out(&topology));
             if attacks.is_empty() {
                 run_compare(&topology, &rules, &run, &out).await?;
@@ -250,11 +270,13 @@ async fn main() -> anyhow::Result<()> {
             neighbours,
         } => {
             let addresses = match targets.as_slice() {
-                [one] if Path::new(one).is_file() => load(Path::new(one), None)?
-                    .nodes
-                    .into_iter()
-                    .map(|n| n.address)
-                    .collect(),
+                [one] if Path::new(one).is_file() => {
+                    load(Path::new(one), None, SettingArgs::none())?
+                        .nodes
+                        .into_iter()
+                        .map(|n| n.address)
+                        .collect()
+                }
                 _ => targets,
             };
             let timeout = Duration::from_millis(timeout_ms);
@@ -283,10 +305,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads a topology with an optional rule override.
-fn load(path: &Path, rule: Option<Rule>) -> anyhow::Result<Topology> {
+impl SettingArgs {
+    fn none() -> Self {
+        Self {
+            rounds: None,
+            seed: None,
+        }
+    }
+}
+
+/// Loads a topology with an optional rule override and the settings' overrides.
+fn load(path: &Path, rule: Option<Rule>, settings: SettingArgs) -> anyhow::Result<Topology> {
     let overrides = Overrides {
         rule,
+        rounds: settings.rounds,
+        seed: settings.seed,
         ..Overrides::default()
     };
     Ok(Topology::load(path, &overrides)?)
