@@ -6,13 +6,15 @@
 //! neighbours' entries and crafts its answers (one for all, or one per requester), and every
 //! honest node then gathers its neighbours' entries or answers and combines. An answer that a
 //! real node would reject or receive too late (silence, a malformed message, a delay past the
-//! round deadline) counts as missing. This is the memory exchange
-//! in its synchronous form: no model ever misses a deadline, so a topology run here gives the
-//! same per-round numbers as the same topology run as real processes that miss no deadline.
+//! round deadline) counts as missing. This is the memory exchange in its synchronous form: no
+//! model ever misses a deadline, so a topology run here gives the same per-round numbers as
+//! the same topology run as real processes that miss no deadline.
 //!
 //! Both phases run in parallel across nodes with rayon. Each node's computation reads only the
-//! shared table and writes only its own engine, so the result does not depend on the number
-//! of threads or their order.
+//! shared table and writes only its own engine and its own entry of a second table, so the
+//! result does not depend on the number of threads or their order. A node adapts for the next
+//! round right after it combines, into that second table, which then becomes the shared one:
+//! a large network's node state is read from memory once a round instead of twice.
 
 use std::path::Path;
 use std::time::Duration;
@@ -144,19 +146,23 @@ fn run(topology: &Topology, options: SimOptions) -> Result<SimResult, SimError> 
     // neighbour (by node index).
     let mut crafted: Vec<Vec<(usize, Crafted)>> = vec![Vec::new(); nodes.len()];
 
-    for round in 0..topology.rounds {
-        // Adapt and publish into the shared table.
+    // Round 0's adaptation; every later one follows its node's combination at once, while
+    // the node's state is still in cache, into the other table.
+    let mut next = vec![0.0f32; published.len()];
+    if topology.rounds > 0 {
         nodes
             .par_iter_mut()
             .zip(published.par_chunks_mut(len.max(1)))
             .with_min_len(64)
             .try_for_each(|(node, slot)| -> Result<(), TaskError> {
                 if let SimNode::Honest(engine) = node {
-                    slot.copy_from_slice(engine.adapt(round)?);
+                    slot.copy_from_slice(engine.adapt(0)?);
                 }
                 Ok(())
             })?;
+    }
 
+    for round in 0..topology.rounds {
         // Byzantine nodes observe their honest neighbours' entries and craft.
         let table = &published;
         nodes
@@ -186,39 +192,52 @@ fn run(topology: &Topology, options: SimOptions) -> Result<SimResult, SimError> 
             });
 
         // Gather from the table (or what a Byzantine neighbour crafted for this requester),
-        // score, weigh and combine.
+        // score, weigh and combine; then adapt for the next round.
         let crafted = &crafted;
+        let last = round + 1 == topology.rounds;
         nodes
             .par_iter_mut()
             .zip(losses.par_iter_mut())
             .zip(records.par_iter_mut())
+            .zip(next.par_chunks_mut(len.max(1)))
             .enumerate()
             .with_min_len(16)
-            .try_for_each(|(k, ((node, losses), records))| -> Result<(), TaskError> {
-                let SimNode::Honest(engine) = node else {
-                    return Ok(());
-                };
-                let views: Vec<Option<&[f32]>> = adjacency[k]
-                    .iter()
-                    .map(|&l| {
-                        if crafted[l].is_empty() {
-                            return Some(&table[l * len..(l + 1) * len]);
-                        }
-                        crafted[l]
-                            .iter()
-                            .find(|(to, _)| *to == k || *to == usize::MAX)
-                            .and_then(|(_, answer)| answer.received(deadline))
-                    })
-                    .collect();
-                let outcome = engine.combine(round, &views)?;
-                losses.push(outcome.loss);
-                if options.records {
-                    let record =
-                        driver::round_record(&ids[k], &neighbour_info[k], round, &outcome, engine);
-                    records.push(record);
-                }
-                Ok(())
-            })?;
+            .try_for_each(
+                |(k, (((node, losses), records), slot))| -> Result<(), TaskError> {
+                    let SimNode::Honest(engine) = node else {
+                        return Ok(());
+                    };
+                    let views: Vec<Option<&[f32]>> = adjacency[k]
+                        .iter()
+                        .map(|&l| {
+                            if crafted[l].is_empty() {
+                                return Some(&table[l * len..(l + 1) * len]);
+                            }
+                            crafted[l]
+                                .iter()
+                                .find(|(to, _)| *to == k || *to == usize::MAX)
+                                .and_then(|(_, answer)| answer.received(deadline))
+                        })
+                        .collect();
+                    let outcome = engine.combine(round, &views)?;
+                    losses.push(outcome.loss);
+                    if options.records {
+                        let record = driver::round_record(
+                            &ids[k],
+                            &neighbour_info[k],
+                            round,
+                            &outcome,
+                            engine,
+                        );
+                        records.push(record);
+                    }
+                    if !last {
+                        slot.copy_from_slice(engine.adapt(round + 1)?);
+                    }
+                    Ok(())
+                },
+            )?;
+        std::mem::swap(&mut published, &mut next);
     }
     Ok(SimResult { losses, records })
 }
