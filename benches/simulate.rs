@@ -4,8 +4,9 @@
 //! network (100 nodes, 20 Byzantine, 500 rounds), the time of one run per rule and of all
 //! four; then a scaling series of geometric networks (1,000 to 20,000 nodes, about 10
 //! neighbours each), with the time per node-neighbour-round (flat when the cost is linear in
-//! nodes x neighbours) and the process's peak memory. For reference, the authors' Python simulation loop takes about
-//! 5 s for the four rules of the paper's experiment on this kind of machine.
+//! nodes x neighbours) and the process's peak memory. For reference, the authors' Python
+//! simulation loop takes about 5 s for the four rules of the paper's experiment on this kind
+//! of machine.
 
 use std::time::{Duration, Instant};
 

@@ -504,12 +504,14 @@ impl Trainer {
 
     fn new(topology: &Topology, index: usize, spec: &AttackSpec) -> Result<Self, AttackError> {
         let node = topology.nodes[index].id.clone();
+        let wrong_task = |node: String| AttackError::WrongTask {
+            node,
+            attack: spec.name(),
+            needs: "classification tasks",
+        };
+        // Checked before building, so that a missing shard is not what the error is about.
         if topology.task_kind() == TaskKind::TargetLocalization {
-            return Err(AttackError::WrongTask {
-                node,
-                attack: spec.name(),
-                needs: "classification tasks",
-            });
+            return Err(wrong_task(node));
         }
         let mut task =
             tasks::build(&topology.task_context(index)).map_err(|e| AttackError::OwnTask {
@@ -518,11 +520,7 @@ impl Trainer {
                 reason: e.to_string(),
             })?;
         if !task.flip_labels() {
-            return Err(AttackError::WrongTask {
-                node,
-                attack: spec.name(),
-                needs: "classification tasks",
-            });
+            return Err(wrong_task(node));
         }
         let model = task.init();
         Ok(Self {

@@ -294,8 +294,8 @@ fn lock(attacker: &Mutex<Attacker>) -> std::sync::MutexGuard<'_, Attacker> {
 
 /// Runs a Byzantine node's observations: every round, gathers its honest neighbours' adapted
 /// models through `exchange` (which asks `honest`, node indices in the same order) until all
-/// have answered or the start-up grace has passed, and records them in `store`. Ends after the last round, or when the store
-/// stops.
+/// have answered or the start-up grace has passed, and records them in `store`. Ends after
+/// the last round, or when the store stops.
 pub async fn observe_rounds<E: Exchange>(
     store: &ModelStore,
     exchange: &E,

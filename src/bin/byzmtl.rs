@@ -48,7 +48,7 @@ struct RunArgs {
 }
 
 /// Settings that override the topology file's (and its `BYZMTL_*` environment).
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
 struct SettingArgs {
     /// How many rounds to run.
     #[arg(long)]
@@ -271,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let addresses = match targets.as_slice() {
                 [one] if Path::new(one).is_file() => {
-                    load(Path::new(one), None, SettingArgs::none())?
+                    load(Path::new(one), None, SettingArgs::default())?
                         .nodes
                         .into_iter()
                         .map(|n| n.address)
@@ -303,15 +303,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-impl SettingArgs {
-    fn none() -> Self {
-        Self {
-            rounds: None,
-            seed: None,
-        }
-    }
 }
 
 /// Loads a topology with an optional rule override and the settings' overrides.

@@ -368,6 +368,11 @@ impl<M: Model> Classifier<M> {
     }
 }
 
+/// The default `data_fraction` of a shard: the node learns from every batch.
+pub fn every_batch() -> f64 {
+    1.0
+}
+
 /// Whether a node that learns from `fraction` of the batches steps in `round`: the rounds
 /// that do are spread evenly, beginning with round 0 (with 0.1, rounds 0, 10, 20, ...).
 pub fn sees_batch(round: u64, fraction: f64) -> bool {

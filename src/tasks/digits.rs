@@ -77,12 +77,8 @@ pub struct DigitsShard {
     pub test_images: usize,
     /// Share of rounds in which the node learns from its batch, in (0, 1]: the authors' way
     /// of giving some nodes less data.
-    #[serde(default = "full")]
+    #[serde(default = "classify::every_batch")]
     pub data_fraction: f64,
-}
-
-fn full() -> f64 {
-    1.0
 }
 
 fn default_test_images() -> usize {

@@ -13,8 +13,8 @@
 //! ```
 //!
 //! `data_fraction` models a node with less data: it learns from its batch in only that share
-//! of the rounds (see [`Classifier::next_batch`]). The parsed data set is shared by the nodes of one
-//! process while any of them holds it.
+//! of the rounds (see [`Classifier::next_batch`]). The parsed data set is shared by the nodes
+//! of one process while any of them holds it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,15 +39,11 @@ pub struct HarShard {
     /// The subject whose rows the node owns.
     pub subject: u32,
     /// Share of rounds in which the node learns from its batch, in (0, 1].
-    #[serde(default = "full")]
+    #[serde(default = "classify::every_batch")]
     pub data_fraction: f64,
     /// The data folder, when it is not the task settings' `data`.
     #[serde(default)]
     pub data: Option<PathBuf>,
-}
-
-fn full() -> f64 {
-    1.0
 }
 
 /// One node's activity recognition: its subject's rows and a softmax classifier.

@@ -104,8 +104,10 @@ impl TargetLocalization {
             direction_noise: noise("direction_noise", shard.direction_noise)?,
             step_size: ctx.step_size,
             rng: seed::rng(ctx.seed, Stream::Task, &[]),
-            shared_init: (ctx.settings.init == Some(Init::Shared))
-                .then(|| ctx.init_seed(Init::Own)),
+            shared_init: match ctx.settings.init {
+                Some(Init::Shared) => Some(ctx.init_seed(Init::Shared)),
+                Some(Init::Own) | None => None,
+            },
             position,
             d: 0.0,
             u: [0.0; 2],
